@@ -1,0 +1,35 @@
+# Quick start: `make run` (demo pipeline) and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test dev benchmark-finetune clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned, so no other requirement can pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m embetter_assets.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install
+	$(BIN)/dagster dev -w workspace.yaml
+
+benchmark-finetune: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,benchmark]'
+	$(BIN)/python benchmarks/finetune_quality.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,47 @@
+"""Label batches: the labelled subset of the texts."""
+
+import dagster as dg
+import polars as pl
+
+from embetter_assets.defs.metadata import markdown_table
+from embetter_assets.defs.partitions import label_batches
+from embetter_assets.defs.resources import DataFoldersResource, StoreResource
+from embetter_assets.ingest import read_label_batch
+
+
+@dg.asset(
+    partitions_def=label_batches,
+    group_name="labels",
+    kinds={"duckdb", "polars"},
+    description=(
+        "The labels of one batch file in `data/labels/`, stored in the `labels` table. A text labelled "
+        "in two batches takes the label of the batch loaded last."
+    ),
+)
+def labelled_subset(
+    context: dg.AssetExecutionContext, store: StoreResource, folders: DataFoldersResource
+) -> dg.MaterializeResult:
+    path = folders.label_file(context.partition_key)
+    labels, counts = read_label_batch(path)
+    store.get_store().replace_label_batch(context.partition_key, labels)
+
+    per_class = (
+        labels.group_by("label", "split").len().pivot(on="split", index="label", values="len").fill_null(0).sort("label")
+    )
+    context.log.info(
+        f"Stored {counts['labels']} labels from {path} ({counts['train']} train, {counts['test']} held out, "
+        f"{counts['duplicate_rows_dropped']} duplicate rows dropped)"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "source_file": dg.MetadataValue.path(str(path)),
+            **counts,
+            "classes": labels["label"].n_unique(),
+            "labels_per_class": dg.MetadataValue.md(markdown_table(per_class.rows(), per_class.columns)),
+        }
+    )
+
+
+def class_counts(labels: pl.DataFrame) -> dict[str, int]:
+    """Count rows per label, for metadata."""
+    return {str(label): int(count) for label, count in labels.group_by("label").len().sort("label").iter_rows()}

@@ -1,0 +1,83 @@
+"""Materialize the whole asset graph, stage by stage, on a Dagster instance.
+
+The graph mixes two dynamic partitionings and unpartitioned assets, which Dagster cannot run
+as one partitioned run, so each stage is its own run: text batches, label batches, the
+finetuner, finetuned embeddings per text batch, then the report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from embetter_assets.defs.partitions import label_batches, text_batches
+from embetter_assets.defs.resources import DataFoldersResource, EncoderResource, StoreResource
+from embetter_assets.store import PATH_VARIABLE
+
+_INSTANCE_SETTINGS = "telemetry:\n  enabled: false\n"
+
+
+def persistent_instance(data_dir: Path) -> dg.DagsterInstance:
+    """Return the Dagster instance in ``DAGSTER_HOME``, or in ``<data_dir>/dagster_home``.
+
+    The folder and a ``dagster.yaml`` that turns telemetry off are created when missing, so
+    the runs made here show up in ``dagster dev`` started on the same home.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or Path(data_dir) / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(_INSTANCE_SETTINGS)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def default_resources(data_dir: Path) -> dict:
+    """Return the resources for a data folder; ``EMBETTER_DUCKDB_PATH`` still wins for the store."""
+    store_path = os.environ.get(PATH_VARIABLE) or str(Path(data_dir) / "embetter.duckdb")
+    return {
+        "store": StoreResource(path=store_path),
+        "encoder": EncoderResource(),
+        "folders": DataFoldersResource(root=str(data_dir)),
+    }
+
+
+def materialize_everything(
+    instance: dg.DagsterInstance,
+    *,
+    text_keys: list[str],
+    label_keys: list[str],
+    data_dir: Path,
+    resources: dict | None = None,
+    run_config: dict | None = None,
+) -> list[dg.ExecuteInProcessResult]:
+    """Register the batch partitions and materialize every asset for them, in dependency order.
+
+    Raises on the first failed run, so later stages never run on partial input.
+    """
+    from embetter_assets.definitions import ALL_ASSETS
+
+    resources = resources or default_resources(data_dir)
+    for partitions, keys in ((text_batches, text_keys), (label_batches, label_keys)):
+        new_keys = [key for key in keys if not instance.has_dynamic_partition(partitions.name, key)]
+        if new_keys:
+            instance.add_dynamic_partitions(partitions.name, new_keys)
+
+    def run(selection: list[str], partition_key: str | None = None, config: dict | None = None):
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=selection,
+            partition_key=partition_key,
+            instance=instance,
+            resources=resources,
+            run_config=config,
+        )
+
+    results = [run(["raw_texts", "base_embeddings"], key) for key in text_keys]
+    results += [run(["labelled_subset"], key) for key in label_keys]
+    results.append(run(["trained_finetuner"], config=run_config))
+    results += [run(["finetuned_embeddings"], key) for key in text_keys]
+    results.append(run(["evaluation_report"]))
+    return results

@@ -1,0 +1,219 @@
+"""Read and validate text and label files before anything reaches the store.
+
+A text file has a ``text`` column and optionally an ``id`` column; a label file has
+``text_id`` (or ``id``), ``label`` and optionally ``split`` (``train`` or ``test``). Files
+are CSV, Parquet or JSON Lines. Every problem is raised as an :class:`InvalidBatchError`
+that names the file, the row (counted from 1, header excluded) or column, and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import polars as pl
+
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
+
+# Share of a label batch held out for evaluation when the file has no ``split`` column.
+DEFAULT_TEST_FRACTION = 0.2
+
+_PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class InvalidBatchError(ValueError):
+    """Raised when a text or label file cannot be loaded as it is."""
+
+
+def content_hash(text: str) -> str:
+    """Return the SHA-256 hex digest of ``text`` encoded as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def partition_key_for(path: Path) -> str:
+    """Return the partition key of a batch file: its file name, checked to be safe.
+
+    The key is the full file name (``news.csv``), so two files that differ only in their
+    extension stay apart. Names outside letters, digits, ``.``, ``_`` and ``-`` are rejected
+    because Dagster treats commas and ``...`` in keys as ranges and lists.
+    """
+    name = path.name
+    if not _PARTITION_KEY_PATTERN.fullmatch(name) or ".." in name:
+        raise InvalidBatchError(
+            f"{path}: the file name {name!r} cannot be a partition key. Rename it to at most 200 "
+            "characters from letters, digits, '.', '_' and '-', starting with a letter or digit."
+        )
+    return name
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read a CSV, Parquet or JSON Lines file with every column as polars infers it."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InvalidBatchError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}.")
+    if not path.is_file():
+        raise InvalidBatchError(f"{path}: file not found.")
+    if path.stat().st_size == 0:
+        raise InvalidBatchError(f"{path}: the file is empty.")
+    if suffix != ".parquet":
+        _check_utf8(path)
+    try:
+        if suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False, raise_if_empty=True)
+        elif suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_ndjson(path, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise InvalidBatchError(f"{path}: could not be parsed as {suffix[1:]}: {error}") from error
+    if frame.height == 0:
+        raise InvalidBatchError(f"{path}: the file has a header but no rows.")
+    return frame
+
+
+def read_text_batch(path: Path) -> pl.DataFrame:
+    """Load a text file as rows ready for the ``texts`` table.
+
+    Returns the columns ``text_id``, ``row_number``, ``content_hash``, ``text`` and
+    ``source_file``. Without an ``id`` column, ids are ``<file name>:<row>``.
+    """
+    path = Path(path)
+    frame = read_table(path)
+    _require_columns(path, frame, ["text"])
+    texts = _string_column(path, frame, "text")
+    _reject_blank(path, texts, "text")
+
+    if "id" in frame.columns:
+        ids = _string_column(path, frame, "id")
+        _reject_blank(path, ids, "id")
+        _reject_duplicates(path, ids, "id")
+    else:
+        ids = pl.Series("id", [f"{path.name}:{row}" for row in range(1, frame.height + 1)])
+
+    return pl.DataFrame(
+        {
+            "text_id": ids,
+            "row_number": pl.int_range(1, frame.height + 1, eager=True).cast(pl.Int32),
+            "content_hash": [content_hash(text) for text in texts],
+            "text": texts,
+            "source_file": [str(path)] * frame.height,
+        }
+    )
+
+
+def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION) -> tuple[pl.DataFrame, dict]:
+    """Load a label file as rows ready for the ``labels`` table, with counts for metadata.
+
+    Exact duplicate rows collapse into one and are counted; the same text id with two
+    different labels in one file is rejected, because neither can be trusted. A batch whose
+    training rows name fewer than two classes is rejected. Without a ``split`` column, a
+    deterministic ``test_fraction`` of the texts (chosen by a hash of the text id) is held out.
+    """
+    path = Path(path)
+    frame = read_table(path)
+    id_column = "text_id" if "text_id" in frame.columns else "id"
+    _require_columns(path, frame, [id_column, "label"])
+
+    ids = _string_column(path, frame, id_column)
+    labels = _string_column(path, frame, "label")
+    _reject_blank(path, ids, id_column)
+    _reject_blank(path, labels, "label")
+    if "split" in frame.columns:
+        splits = _string_column(path, frame, "split").str.strip_chars().str.to_lowercase()
+        bad = splits.is_null() | ~splits.is_in(["train", "test"])
+        if bad.any():
+            row = int(bad.arg_true()[0]) + 1
+            raise InvalidBatchError(
+                f"{path}, row {row}: split must be 'train' or 'test', got {frame['split'][row - 1]!r}."
+            )
+    else:
+        splits = pl.Series([_default_split(text_id, test_fraction) for text_id in ids])
+
+    rows = pl.DataFrame(
+        {
+            "text_id": ids,
+            "label": labels.str.strip_chars(),
+            "split": splits,
+            "row_number": pl.int_range(1, frame.height + 1, eager=True).cast(pl.Int32),
+        }
+    )
+    deduplicated = rows.unique(subset=["text_id", "label", "split"], keep="first", maintain_order=True)
+    conflicting = deduplicated.filter(pl.col("text_id").is_duplicated())
+    if conflicting.height:
+        first = conflicting.row(0, named=True)
+        other_rows = conflicting.filter(pl.col("text_id") == first["text_id"])["row_number"].to_list()
+        raise InvalidBatchError(
+            f"{path}, rows {', '.join(map(str, other_rows))}: text id {first['text_id']!r} has conflicting "
+            "labels or splits in the same file. Keep one row per text id."
+        )
+
+    train_classes = deduplicated.filter(pl.col("split") == "train")["label"].unique()
+    if train_classes.len() < 2:
+        found = ", ".join(repr(label) for label in train_classes.to_list()) or "none"
+        raise InvalidBatchError(
+            f"{path}: the training rows name {train_classes.len()} class(es) ({found}); a label batch "
+            "needs at least two classes to train a finetuner."
+        )
+
+    counts = {
+        "rows_in_file": frame.height,
+        "labels": deduplicated.height,
+        "duplicate_rows_dropped": frame.height - deduplicated.height,
+        "train": int((deduplicated["split"] == "train").sum()),
+        "test": int((deduplicated["split"] == "test").sum()),
+    }
+    return deduplicated.with_columns(pl.lit(str(path)).alias("source_file")), counts
+
+
+def _default_split(text_id: str, test_fraction: float) -> str:
+    bucket = int(hashlib.sha256(text_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if bucket < test_fraction else "train"
+
+
+def _check_utf8(path: Path) -> None:
+    with path.open("rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InvalidBatchError(
+                    f"{path}, line {line_number}: invalid UTF-8 byte {line[error.start:error.start + 1]!r} "
+                    f"at column {error.start + 1}. Re-save the file as UTF-8."
+                ) from error
+
+
+def _require_columns(path: Path, frame: pl.DataFrame, required: list[str]) -> None:
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise InvalidBatchError(
+            f"{path}: missing required column(s) {', '.join(missing)}; found {', '.join(frame.columns)}."
+        )
+
+
+def _string_column(path: Path, frame: pl.DataFrame, column: str) -> pl.Series:
+    series = frame[column]
+    if series.dtype == pl.String:
+        return series
+    if series.dtype.is_numeric() or series.dtype == pl.Boolean or series.dtype == pl.Null:
+        return series.cast(pl.String)
+    raise InvalidBatchError(f"{path}: column {column!r} must hold strings, found {series.dtype}.")
+
+
+def _reject_blank(path: Path, series: pl.Series, column: str) -> None:
+    blank = series.is_null() | (series.str.strip_chars().str.len_chars() == 0)
+    if blank.any():
+        rows = (blank.arg_true() + 1).to_list()
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        raise InvalidBatchError(f"{path}, row(s) {shown}: column {column!r} is empty or null ({len(rows)} rows).")
+
+
+def _reject_duplicates(path: Path, series: pl.Series, column: str) -> None:
+    duplicated = series.is_duplicated()
+    if duplicated.any():
+        value = series.filter(duplicated)[0]
+        rows = (series.eq(value).arg_true() + 1).to_list()
+        raise InvalidBatchError(
+            f"{path}, rows {', '.join(map(str, rows))}: {column} {value!r} occurs more than once; ids must be unique."
+        )

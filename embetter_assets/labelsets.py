@@ -1,0 +1,61 @@
+"""Turn the stored labels into clean training and held-out evaluation sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+
+@dataclass
+class LabelSets:
+    """Training and held-out rows, one per distinct text, with what was dropped and why."""
+
+    train: pl.DataFrame
+    test: pl.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def split_labels(labels: pl.DataFrame) -> LabelSets:
+    """Split current labels into training and held-out sets keyed by content hash.
+
+    ``labels`` has the columns ``content_hash``, ``label`` and ``split``, one row per text id
+    (see ``EmbeddingStore.current_labels``). Texts are compared by content, not by id, so:
+
+    - a text held out anywhere never trains, even under another id;
+    - a text that carries two different labels on the same side is dropped from that side,
+      because either label would teach the finetuner something false;
+    - copies of a text with the same label count once.
+    """
+    test_hashes = labels.filter(pl.col("split") == "test")["content_hash"].unique()
+    train_rows = labels.filter(pl.col("split") == "train")
+    leaked = train_rows.filter(pl.col("content_hash").is_in(test_hashes.implode()))
+    train_rows = train_rows.filter(~pl.col("content_hash").is_in(test_hashes.implode()))
+
+    train, train_conflicts = _one_label_per_text(train_rows)
+    test, test_conflicts = _one_label_per_text(labels.filter(pl.col("split") == "test"))
+    return LabelSets(
+        train=train,
+        test=test,
+        counts={
+            "train_texts": train.height,
+            "test_texts": test.height,
+            "train_rows_also_held_out": leaked.height,
+            "conflicting_train_texts_dropped": train_conflicts,
+            "conflicting_test_texts_dropped": test_conflicts,
+        },
+    )
+
+
+def _one_label_per_text(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    per_text = rows.group_by("content_hash", maintain_order=True).agg(
+        pl.col("label").unique().alias("labels")
+    )
+    conflicting = per_text.filter(pl.col("labels").list.len() > 1).height
+    clean = (
+        per_text.filter(pl.col("labels").list.len() == 1)
+        .with_columns(pl.col("labels").list.first().alias("label"))
+        .select("content_hash", "label")
+        .sort("content_hash")
+    )
+    return clean, conflicting

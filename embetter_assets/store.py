@@ -1,0 +1,536 @@
+"""The DuckDB store: every table the pipeline writes, behind parameterised SQL.
+
+Every write runs in one transaction on a connection opened for that write only, so a
+partition is replaced all at once or not at all, and readers from other processes get in
+between writes. DuckDB admits one writer process per file; a connection that finds the file
+locked waits and retries with backoff instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+PATH_VARIABLE = "EMBETTER_DUCKDB_PATH"
+DATA_DIR_VARIABLE = "EMBETTER_DATA_DIR"
+
+# Waiting for the write lock: the longest single sleep and the total wait before giving up.
+_MAX_BACKOFF_SECONDS = 2.0
+_DEFAULT_LOCK_TIMEOUT_SECONDS = 600.0
+
+
+class StoreError(RuntimeError):
+    """Raised when the store cannot accept a write as requested."""
+
+
+def default_data_dir() -> Path:
+    """Return the data folder from ``EMBETTER_DATA_DIR``, or ``data`` in the working directory."""
+    return Path(os.environ.get(DATA_DIR_VARIABLE, "data"))
+
+
+def default_store_path() -> Path:
+    """Return the store path from ``EMBETTER_DUCKDB_PATH``, or ``embetter.duckdb`` in the data folder."""
+    return Path(os.environ.get(PATH_VARIABLE, default_data_dir() / "embetter.duckdb"))
+
+
+class EmbeddingStore:
+    """One DuckDB file holding texts, labels, embeddings, finetuners and reports.
+
+    Parameters
+    ----------
+    path
+        The DuckDB file. Its folder is created on first write.
+    lock_timeout
+        Seconds to keep retrying while another process holds the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, lock_timeout: float = _DEFAULT_LOCK_TIMEOUT_SECONDS):
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+
+    # ----------------------------------------------------------------- connections
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open a short-lived connection, waiting while another process holds the lock."""
+        if read_only and not self.path.exists():
+            raise StoreError(f"The store {self.path} does not exist yet; materialize the assets first.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = self._open_with_retry(read_only)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                logger.debug("Store %s is locked by another process; retrying in %.2f s", self.path, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open a write connection with the schema in place, committing only on success."""
+        with self.connect() as connection:
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                _create_schema(connection)
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def query(self, sql: str, parameters: Sequence | None = None) -> pl.DataFrame:
+        """Run a read-only query and return the result as a polars frame."""
+        with self.connect(read_only=True) as connection:
+            return connection.sql(sql, params=list(parameters or [])).pl()
+
+    def table_exists(self, name: str) -> bool:
+        """Tell whether the store file exists and has the table ``name``."""
+        if not self.path.exists():
+            return False
+        found = self.query(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ?", [name]
+        )
+        return found["n"][0] > 0
+
+    # ----------------------------------------------------------------- texts
+
+    def replace_text_batch(self, batch: str, texts: pl.DataFrame) -> None:
+        """Replace every row of text batch ``batch`` with ``texts`` in one transaction.
+
+        ``texts`` has the columns ``text_id``, ``row_number``, ``content_hash``, ``text`` and
+        ``source_file``. A text id already stored under another batch is rejected, because
+        labels refer to texts by id and must not become ambiguous.
+        """
+        with self.transaction() as connection:
+            connection.register("incoming_texts", texts.to_arrow())
+            clash = connection.execute(
+                """
+                SELECT incoming.text_id, incoming.row_number, stored.batch
+                FROM incoming_texts AS incoming JOIN texts AS stored USING (text_id)
+                WHERE stored.batch <> ?
+                ORDER BY incoming.row_number LIMIT 1
+                """,
+                [batch],
+            ).fetchone()
+            if clash is not None:
+                text_id, row_number, other_batch = clash
+                raise StoreError(
+                    f"Text batch {batch!r}, row {row_number}: text id {text_id!r} is already stored in "
+                    f"text batch {other_batch!r}. Text ids must be unique across batches."
+                )
+            connection.execute("DELETE FROM texts WHERE batch = ?", [batch])
+            connection.execute(
+                """
+                INSERT INTO texts (text_id, batch, row_number, content_hash, text, source_file)
+                SELECT text_id, ?, row_number, content_hash, text, source_file FROM incoming_texts
+                """,
+                [batch],
+            )
+
+    def texts(self, batch: str | None = None) -> pl.DataFrame:
+        """Return the stored texts, of one batch or of all, in batch and row order."""
+        if batch is None:
+            return self.query("SELECT * FROM texts ORDER BY batch, row_number")
+        return self.query("SELECT * FROM texts WHERE batch = ? ORDER BY row_number", [batch])
+
+    # ----------------------------------------------------------------- base embeddings
+
+    def texts_missing_base_embedding(self, batch: str, model: str) -> pl.DataFrame:
+        """Return one row per distinct content hash of ``batch`` not yet encoded by ``model``."""
+        if not self.table_exists("base_embeddings"):
+            return self.query(
+                "SELECT content_hash, any_value(text) AS text FROM texts WHERE batch = ? "
+                "GROUP BY content_hash ORDER BY content_hash",
+                [batch],
+            )
+        return self.query(
+            """
+            SELECT t.content_hash, any_value(t.text) AS text
+            FROM texts AS t
+            LEFT JOIN base_embeddings AS e ON e.content_hash = t.content_hash AND e.model = ?
+            WHERE t.batch = ? AND e.content_hash IS NULL
+            GROUP BY t.content_hash ORDER BY t.content_hash
+            """,
+            [model, batch],
+        )
+
+    def add_base_embeddings(self, model: str, content_hashes: Sequence[str], embeddings: np.ndarray) -> int:
+        """Store ``embeddings`` for ``content_hashes`` under ``model``; return rows written.
+
+        Pairs already stored are left as they are, so a retried or parallel run writes
+        nothing twice. The table's width is fixed by the first model stored.
+        """
+        _check_embeddings(embeddings, len(content_hashes), "base embeddings")
+        width = embeddings.shape[1]
+        with self.transaction() as connection:
+            _ensure_base_table(connection, width)
+            connection.register("incoming_embeddings", _embedding_table(content_hashes, embeddings))
+            before = connection.execute("SELECT count(*) FROM base_embeddings").fetchone()[0]
+            connection.execute(
+                f"""
+                INSERT INTO base_embeddings (content_hash, model, embedding)
+                SELECT content_hash, ?, embedding::FLOAT[{width}] FROM incoming_embeddings
+                ON CONFLICT DO NOTHING
+                """,
+                [model],
+            )
+            after = connection.execute("SELECT count(*) FROM base_embeddings").fetchone()[0]
+        return after - before
+
+    def base_embeddings(self, content_hashes: Sequence[str], model: str) -> np.ndarray:
+        """Return the stored base embeddings of ``content_hashes``, in that order."""
+        return self._embeddings_for(
+            "SELECT content_hash, embedding FROM base_embeddings WHERE model = ?", [model], content_hashes
+        )
+
+    # ----------------------------------------------------------------- labels
+
+    def replace_label_batch(self, batch: str, labels: pl.DataFrame) -> None:
+        """Replace every row of label batch ``batch`` with ``labels`` in one transaction.
+
+        ``labels`` has the columns ``text_id``, ``label``, ``split``, ``row_number`` and
+        ``source_file``. Every text id must already be stored in ``texts``.
+        """
+        with self.transaction() as connection:
+            connection.register("incoming_labels", labels.to_arrow())
+            unknown = connection.execute(
+                """
+                SELECT incoming.text_id, incoming.row_number
+                FROM incoming_labels AS incoming ANTI JOIN texts USING (text_id)
+                ORDER BY incoming.row_number
+                """
+            ).fetchall()
+            if unknown:
+                shown = ", ".join(f"row {row} ({text_id!r})" for text_id, row in unknown[:5])
+                raise StoreError(
+                    f"Label batch {batch!r}: {len(unknown)} text ids are not in any text batch, first {shown}. "
+                    "Materialize the text batch that holds them first, or fix the ids."
+                )
+            connection.execute("DELETE FROM labels WHERE batch = ?", [batch])
+            connection.execute(
+                """
+                INSERT INTO labels (batch, text_id, label, split, row_number, source_file)
+                SELECT ?, text_id, label, split, row_number, source_file FROM incoming_labels
+                """,
+                [batch],
+            )
+
+    def current_labels(self) -> pl.DataFrame:
+        """Return one label per text: the one from the most recently loaded batch.
+
+        Columns: ``text_id``, ``content_hash``, ``label``, ``split``, ``batch``.
+        """
+        return self.query(
+            """
+            SELECT l.text_id, t.content_hash, l.label, l.split, l.label_batch AS batch
+            FROM current_labels AS l JOIN texts AS t USING (text_id)
+            ORDER BY l.text_id
+            """
+        )
+
+    # ----------------------------------------------------------------- finetuners
+
+    def add_finetuner(
+        self,
+        *,
+        kind: str,
+        params: dict,
+        model: str,
+        input_dim: int,
+        output_dim: int,
+        classes: list,
+        n_train: int,
+        label_batches: list[str],
+        weights: bytes,
+    ) -> int:
+        """Store a trained finetuner as the next version and return that version number."""
+        with self.transaction() as connection:
+            version = connection.execute("SELECT coalesce(max(version), 0) + 1 FROM finetuners").fetchone()[0]
+            connection.execute(
+                """
+                INSERT INTO finetuners
+                    (version, kind, params, model, input_dim, output_dim, classes, n_train, label_batches, weights)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    version,
+                    kind,
+                    json.dumps(params, sort_keys=True),
+                    model,
+                    input_dim,
+                    output_dim,
+                    json.dumps([_json_label(label) for label in classes]),
+                    n_train,
+                    json.dumps(label_batches),
+                    weights,
+                ],
+            )
+        return int(version)
+
+    def latest_finetuner(self) -> dict:
+        """Return the newest finetuner row as a dict, weights included."""
+        if not self.table_exists("finetuners"):
+            raise StoreError("No finetuner is stored yet; materialize trained_finetuner first.")
+        frame = self.query("SELECT * FROM finetuners ORDER BY version DESC LIMIT 1")
+        if frame.height == 0:
+            raise StoreError("No finetuner is stored yet; materialize trained_finetuner first.")
+        return frame.row(0, named=True)
+
+    # ----------------------------------------------------------------- finetuned embeddings
+
+    def texts_missing_finetuned_embedding(self, batch: str, version: int) -> pl.DataFrame:
+        """Return the content hashes of ``batch`` that have no embedding from finetuner ``version``."""
+        return self.query(
+            """
+            SELECT DISTINCT t.content_hash
+            FROM texts AS t
+            LEFT JOIN finetuned_embeddings AS f ON f.content_hash = t.content_hash AND f.finetuner_version = ?
+            WHERE t.batch = ? AND f.content_hash IS NULL
+            ORDER BY t.content_hash
+            """,
+            [version, batch],
+        )
+
+    def add_finetuned_embeddings(self, version: int, content_hashes: Sequence[str], embeddings: np.ndarray) -> int:
+        """Store finetuned ``embeddings`` of ``content_hashes`` under ``version``; return rows written."""
+        _check_embeddings(embeddings, len(content_hashes), "finetuned embeddings")
+        with self.transaction() as connection:
+            connection.register("incoming_embeddings", _embedding_table(content_hashes, embeddings))
+            before = connection.execute("SELECT count(*) FROM finetuned_embeddings").fetchone()[0]
+            connection.execute(
+                """
+                INSERT INTO finetuned_embeddings (content_hash, finetuner_version, embedding)
+                SELECT content_hash, ?, embedding FROM incoming_embeddings
+                ON CONFLICT DO NOTHING
+                """,
+                [version],
+            )
+            after = connection.execute("SELECT count(*) FROM finetuned_embeddings").fetchone()[0]
+        return after - before
+
+    def finetuned_embeddings(self, content_hashes: Sequence[str], version: int) -> np.ndarray:
+        """Return the embeddings of ``content_hashes`` from finetuner ``version``, in that order."""
+        return self._embeddings_for(
+            "SELECT content_hash, embedding FROM finetuned_embeddings WHERE finetuner_version = ?",
+            [version],
+            content_hashes,
+        )
+
+    # ----------------------------------------------------------------- reports
+
+    def add_report(self, version: int, metrics: pl.DataFrame, charts: dict[str, str]) -> None:
+        """Replace the report of finetuner ``version``: its metrics and chart paths.
+
+        ``metrics`` has the columns ``space``, ``metric`` and ``value``.
+        """
+        with self.transaction() as connection:
+            connection.register("incoming_metrics", metrics.to_arrow())
+            connection.execute("DELETE FROM evaluation_reports WHERE finetuner_version = ?", [version])
+            connection.execute(
+                """
+                INSERT INTO evaluation_reports (finetuner_version, space, metric, value)
+                SELECT ?, space, metric, value FROM incoming_metrics
+                """,
+                [version],
+            )
+            connection.execute("DELETE FROM report_charts WHERE finetuner_version = ?", [version])
+            for name, path in charts.items():
+                connection.execute(
+                    "INSERT INTO report_charts (finetuner_version, chart, path) VALUES (?, ?, ?)",
+                    [version, name, path],
+                )
+
+    # ----------------------------------------------------------------- helpers
+
+    def _embeddings_for(self, sql: str, parameters: list, content_hashes: Sequence[str]) -> np.ndarray:
+        wanted = pa.table(
+            {
+                "content_hash": pa.array(list(content_hashes), pa.string()),
+                "position": pa.array(np.arange(len(content_hashes), dtype=np.int64)),
+            }
+        )
+        with self.connect(read_only=True) as connection:
+            connection.register("wanted_hashes", wanted)
+            result = connection.sql(
+                f"""
+                WITH stored AS ({sql})
+                SELECT w.content_hash, s.embedding
+                FROM wanted_hashes AS w LEFT JOIN stored AS s USING (content_hash)
+                ORDER BY w.position
+                """,
+                params=parameters,
+            ).to_arrow_table()
+        column = result.column("embedding").combine_chunks()
+        if column.null_count:
+            missing = result.column("content_hash").filter(column.is_null())[0]
+            raise StoreError(f"No stored embedding for content hash {missing}; materialize its batch first.")
+        return _to_matrix(column)
+
+
+def _to_matrix(column: pa.Array) -> np.ndarray:
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    values = np.array(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    return values.reshape(len(column), -1)
+
+
+def _embedding_table(content_hashes: Sequence[str], embeddings: np.ndarray) -> pa.Table:
+    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
+    lists = pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1])
+    return pa.table({"content_hash": pa.array(list(content_hashes), pa.string()), "embedding": lists})
+
+
+def _check_embeddings(embeddings: np.ndarray, n_rows: int, what: str) -> None:
+    """Reject embeddings that would poison every later similarity query."""
+    if embeddings.ndim != 2 or embeddings.shape[0] != n_rows:
+        raise StoreError(f"Refusing {what}: expected {n_rows} rows, got an array of shape {embeddings.shape}.")
+    if n_rows == 0:
+        return
+    finite = np.isfinite(embeddings).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise StoreError(f"Refusing {what}: row {row} contains NaN or infinity.")
+    zero = ~np.any(embeddings, axis=1)
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise StoreError(f"Refusing {what}: row {row} is all zeros.")
+
+
+def _json_label(label):
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _ensure_base_table(connection: duckdb.DuckDBPyConnection, width: int) -> None:
+    stored = connection.execute(
+        """
+        SELECT data_type FROM information_schema.columns
+        WHERE table_name = 'base_embeddings' AND column_name = 'embedding'
+        """
+    ).fetchone()
+    if stored is None:
+        connection.execute(
+            f"""
+            CREATE TABLE base_embeddings (
+                content_hash VARCHAR NOT NULL,
+                model VARCHAR NOT NULL,
+                embedding FLOAT[{int(width)}] NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (content_hash, model)
+            )
+            """
+        )
+        _create_views(connection)
+    elif stored[0] != f"FLOAT[{width}]":
+        raise StoreError(
+            f"base_embeddings stores {stored[0]} vectors but the encoder returns {width} dimensions. "
+            "Use a separate store file (EMBETTER_DUCKDB_PATH) for a model of another width."
+        )
+
+
+def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE IF NOT EXISTS texts (
+            text_id VARCHAR PRIMARY KEY,
+            batch VARCHAR NOT NULL,
+            row_number INTEGER NOT NULL,
+            content_hash VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            source_file VARCHAR,
+            loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE IF NOT EXISTS labels (
+            batch VARCHAR NOT NULL,
+            text_id VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,
+            split VARCHAR NOT NULL CHECK (split IN ('train', 'test')),
+            row_number INTEGER NOT NULL,
+            source_file VARCHAR,
+            loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (batch, text_id)
+        );
+        CREATE TABLE IF NOT EXISTS finetuners (
+            version INTEGER PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            params JSON NOT NULL,
+            model VARCHAR NOT NULL,
+            input_dim INTEGER NOT NULL,
+            output_dim INTEGER NOT NULL,
+            classes JSON NOT NULL,
+            n_train INTEGER NOT NULL,
+            label_batches JSON NOT NULL,
+            weights BLOB NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE IF NOT EXISTS finetuned_embeddings (
+            content_hash VARCHAR NOT NULL,
+            finetuner_version INTEGER NOT NULL,
+            embedding FLOAT[] NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (content_hash, finetuner_version)
+        );
+        CREATE TABLE IF NOT EXISTS evaluation_reports (
+            finetuner_version INTEGER NOT NULL,
+            space VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (finetuner_version, space, metric)
+        );
+        CREATE TABLE IF NOT EXISTS report_charts (
+            finetuner_version INTEGER NOT NULL,
+            chart VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            PRIMARY KEY (finetuner_version, chart)
+        );
+        CREATE VIEW IF NOT EXISTS current_labels AS
+        SELECT text_id, label, split, batch AS label_batch
+        FROM labels
+        QUALIFY row_number() OVER (PARTITION BY text_id ORDER BY loaded_at DESC, batch DESC) = 1;
+        """
+    )
+
+
+def _create_views(connection: duckdb.DuckDBPyConnection) -> None:
+    """Create the views users query: each text with its label and latest embeddings."""
+    connection.execute(
+        """
+        CREATE OR REPLACE VIEW latest_finetuned_embeddings AS
+        SELECT content_hash, finetuner_version, embedding
+        FROM finetuned_embeddings
+        WHERE finetuner_version = (SELECT max(version) FROM finetuners);
+
+        CREATE OR REPLACE VIEW text_embeddings AS
+        SELECT
+            t.text_id, t.batch, t.text, l.label, l.split,
+            b.model, b.embedding AS base_embedding,
+            f.finetuner_version, f.embedding AS finetuned_embedding
+        FROM texts AS t
+        LEFT JOIN current_labels AS l USING (text_id)
+        LEFT JOIN base_embeddings AS b USING (content_hash)
+        LEFT JOIN latest_finetuned_embeddings AS f USING (content_hash);
+        """
+    )

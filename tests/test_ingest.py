@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from embetter_assets.ingest import InvalidBatchError, partition_key_for, read_label_batch, read_text_batch
+
+
+def _write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def test_text_batch_reads_csv_parquet_and_jsonl(tmp_path):
+    frame = pl.DataFrame({"id": ["a", "b"], "text": ["first", "second"]})
+    frame.write_csv(tmp_path / "t.csv")
+    frame.write_parquet(tmp_path / "t.parquet")
+    frame.write_ndjson(tmp_path / "t.jsonl")
+
+    for name in ["t.csv", "t.parquet", "t.jsonl"]:
+        texts = read_text_batch(tmp_path / name)
+        assert texts["text_id"].to_list() == ["a", "b"]
+        assert texts["row_number"].to_list() == [1, 2]
+
+
+def test_text_batch_without_id_column_gets_file_based_ids(tmp_path):
+    texts = read_text_batch(_write(tmp_path / "news.csv", "text\nhello\nworld\n"))
+
+    assert texts["text_id"].to_list() == ["news.csv:1", "news.csv:2"]
+
+
+def test_text_batch_keeps_quoted_line_breaks_in_one_row(tmp_path):
+    texts = read_text_batch(_write(tmp_path / "t.csv", 'id,text\na,"line one\nline two"\nb,plain\n'))
+
+    assert texts["text"].to_list() == ["line one\nline two", "plain"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", "", "the file is empty"),
+        ("header.csv", "id,text\n", "no rows"),
+        ("cols.csv", "id,body\na,hello\n", "missing required column\\(s\\) text"),
+        ("blank.csv", 'id,text\na,hello\nb,""\nc,   \n', "row\\(s\\) 2, 3: column 'text' is empty"),
+        ("null.jsonl", '{"id": "a", "text": "x"}\n{"id": "b", "text": null}\n', "row\\(s\\) 2: column 'text'"),
+        ("dupe.csv", "id,text\na,x\nb,y\na,z\n", "rows 1, 3: id 'a' occurs more than once"),
+        ("latin.csv", b"id,text\na,caf\xe9\n", "line 2: invalid UTF-8"),
+        ("notes.txt", "hello", "unsupported file type"),
+    ],
+)
+def test_text_batch_rejects_bad_files_naming_file_and_row(tmp_path, name, content, message):
+    path = _write(tmp_path / name, content)
+
+    with pytest.raises(InvalidBatchError, match=message) as error:
+        read_text_batch(path)
+    assert name in str(error.value)
+
+
+def test_label_batch_collapses_exact_duplicates_and_counts_them(tmp_path):
+    path = _write(tmp_path / "l.csv", "text_id,label,split\na,x,train\na,x,train\nb,y,train\nc,x,test\n")
+
+    labels, counts = read_label_batch(path)
+
+    assert labels["text_id"].to_list() == ["a", "b", "c"]
+    assert counts["duplicate_rows_dropped"] == 1
+    assert (counts["train"], counts["test"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text_id,label\na,x\na,y\nb,y\n", "rows 1, 2: text id 'a' has conflicting labels"),
+        ("text_id,label,split\na,x,train\nb,x,train\n", "1 class\\(es\\) \\('x'\\)"),
+        ("text_id,label,split\na,x,train\nb,y,dev\n", "row 2: split must be 'train' or 'test'"),
+        ("text_id,tag\na,x\n", "missing required column\\(s\\) label"),
+        ("text_id,label\na,x\nb,\n", "row\\(s\\) 2: column 'label' is empty"),
+    ],
+)
+def test_label_batch_rejects_bad_files(tmp_path, content, message):
+    with pytest.raises(InvalidBatchError, match=message):
+        read_label_batch(_write(tmp_path / "l.csv", content))
+
+
+def test_label_batch_without_split_holds_out_a_stable_fifth(tmp_path):
+    rows = "\n".join(f"id{i},{'x' if i % 2 else 'y'}" for i in range(1000))
+    path = _write(tmp_path / "l.csv", "id,label\n" + rows + "\n")
+
+    first, counts = read_label_batch(path)
+    second, _ = read_label_batch(path)
+
+    assert first.equals(second)
+    assert 150 < counts["test"] < 250
+
+
+@pytest.mark.parametrize("name", ["bad name.csv", "a,b.csv", "x...csv", "é.csv", ".hidden.csv", "a" * 250 + ".csv"])
+def test_partition_key_rejects_unsafe_file_names(name):
+    with pytest.raises(InvalidBatchError, match="cannot be a partition key"):
+        partition_key_for(Path("data/texts") / name)
+
+
+def test_partition_key_is_the_file_name():
+    assert partition_key_for(Path("data/texts/news_2024-01.v2.csv")) == "news_2024-01.v2.csv"

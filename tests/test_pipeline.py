@@ -1,0 +1,96 @@
+"""The whole asset graph materialized through Dagster on a slice of the real BBC News corpus."""
+
+import dagster as dg
+import pytest
+
+from embetter_assets.defs.refresh import default_resources, materialize_everything
+from embetter_assets.demo import LABEL_FILE, TEXT_FILE, prepare_demo_data
+from embetter_assets.store import EmbeddingStore
+
+PER_TOPIC = 20
+N_TRAIN = 50
+N_TEST = 40
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    prepare_demo_data(data_dir, n_train=N_TRAIN, n_test=N_TEST, limit_per_topic=PER_TOPIC)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = default_resources(data_dir)
+    results = materialize_everything(
+        instance,
+        text_keys=[TEXT_FILE],
+        label_keys=[LABEL_FILE],
+        data_dir=data_dir,
+        resources=resources,
+        run_config={"ops": {"trained_finetuner": {"config": {"n_epochs": 50}}}},
+    )
+    return data_dir, instance, resources, results
+
+
+@pytest.mark.slow
+def test_pipeline_materializes_every_asset(materialized):
+    _, instance, _, results = materialized
+
+    assert all(result.success for result in results)
+    for name in ["raw_texts", "base_embeddings", "labelled_subset", "trained_finetuner", "finetuned_embeddings", "evaluation_report"]:
+        assert instance.get_latest_materialization_event(dg.AssetKey(name)) is not None, name
+
+
+@pytest.mark.slow
+def test_pipeline_fills_every_table(materialized):
+    data_dir, _, _, _ = materialized
+    store = EmbeddingStore(data_dir / "embetter.duckdb")
+    n_texts = 5 * PER_TOPIC
+
+    def count(table: str) -> int:
+        return store.query(f"SELECT count(*) AS n FROM {table}")["n"][0]
+
+    assert count("texts") == n_texts
+    assert count("base_embeddings") == n_texts
+    assert count("labels") == N_TRAIN + N_TEST
+    assert count("finetuners") == 1
+    assert count("finetuned_embeddings") == n_texts
+    assert count("evaluation_reports") >= 6
+    assert count("text_embeddings") == n_texts
+    assert store.query("SELECT DISTINCT array_length(embedding) AS width FROM base_embeddings")["width"].to_list() == [384]
+
+
+@pytest.mark.slow
+def test_pipeline_report_writes_both_charts_and_metadata(materialized):
+    data_dir, instance, _, _ = materialized
+    event = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
+    metadata = event.asset_materialization.metadata
+
+    assert (data_dir / "reports" / "v1" / "pca_base.png").stat().st_size > 1000
+    assert (data_dir / "reports" / "v1" / "pca_finetuned.png").stat().st_size > 1000
+    assert metadata["pca_base"].value.startswith("![")
+    assert 0.0 <= metadata["base_accuracy"].value <= 1.0
+    assert 0.0 <= metadata["finetuned_accuracy"].value <= 1.0
+
+
+@pytest.mark.slow
+def test_pipeline_rerun_encodes_nothing_and_keeps_counts(materialized):
+    data_dir, instance, resources, _ = materialized
+
+    result = dg.materialize(
+        __import__("embetter_assets.definitions", fromlist=["ALL_ASSETS"]).ALL_ASSETS,
+        selection=["raw_texts", "base_embeddings"],
+        partition_key=TEXT_FILE,
+        instance=instance,
+        resources=resources,
+    )
+
+    encoded = result.asset_materializations_for_node("base_embeddings")[0].metadata["encoded"].value
+    store = EmbeddingStore(data_dir / "embetter.duckdb")
+    assert encoded == 0
+    assert store.query("SELECT count(*) AS n FROM texts")["n"][0] == 5 * PER_TOPIC
+    assert store.query("SELECT count(*) AS n FROM base_embeddings")["n"][0] == 5 * PER_TOPIC
+
+
+def test_definitions_load_with_six_assets():
+    from embetter_assets.definitions import defs
+
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys >= {"raw_texts", "base_embeddings", "labelled_subset", "trained_finetuner", "finetuned_embeddings", "evaluation_report"}
