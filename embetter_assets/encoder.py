@@ -75,6 +75,10 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
         if getattr(self, "_loaded_key", None) != key:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            # The weight-loading progress bar would interleave with the pipeline's own logs.
+            transformers_logging.disable_progress_bar()
 
             self._model = SentenceTransformer(resolve_model_path(self.model), device=self.device)
             self._loaded_key = key

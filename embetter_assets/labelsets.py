@@ -9,7 +9,10 @@ import polars as pl
 
 @dataclass
 class LabelSets:
-    """Training and held-out rows, one per distinct text, with what was dropped and why."""
+    """Training and held-out rows (``content_hash``, ``label``, ``batch``), one per distinct text.
+
+    ``counts`` says how many texts each side holds and how many were dropped, and why.
+    """
 
     train: pl.DataFrame
     test: pl.DataFrame
@@ -19,13 +22,15 @@ class LabelSets:
 def split_labels(labels: pl.DataFrame) -> LabelSets:
     """Split current labels into training and held-out sets keyed by content hash.
 
-    ``labels`` has the columns ``content_hash``, ``label`` and ``split``, one row per text id
+    ``labels`` has the columns ``content_hash``, ``label``, ``split`` and ``batch``, one row per text id
     (see ``EmbeddingStore.current_labels``). Texts are compared by content, not by id, so:
 
     - a text held out anywhere never trains, even under another id;
     - a text that carries two different labels on the same side is dropped from that side,
       because either label would teach the finetuner something false;
     - copies of a text with the same label count once.
+
+    Both sets keep the order of ``labels``, which is the order the labels arrived.
     """
     test_hashes = labels.filter(pl.col("split") == "test")["content_hash"].unique()
     train_rows = labels.filter(pl.col("split") == "train")
@@ -49,13 +54,12 @@ def split_labels(labels: pl.DataFrame) -> LabelSets:
 
 def _one_label_per_text(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     per_text = rows.group_by("content_hash", maintain_order=True).agg(
-        pl.col("label").unique().alias("labels")
+        pl.col("label").unique().alias("labels"), pl.col("batch").first()
     )
     conflicting = per_text.filter(pl.col("labels").list.len() > 1).height
     clean = (
         per_text.filter(pl.col("labels").list.len() == 1)
         .with_columns(pl.col("labels").list.first().alias("label"))
-        .select("content_hash", "label")
-        .sort("content_hash")
+        .select("content_hash", "label", "batch")
     )
     return clean, conflicting

@@ -58,16 +58,45 @@ def test_pipeline_fills_every_table(materialized):
 
 
 @pytest.mark.slow
-def test_pipeline_report_writes_both_charts_and_metadata(materialized):
+def test_pipeline_report_writes_charts_page_and_metadata(materialized):
     data_dir, instance, _, _ = materialized
     event = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
     metadata = event.asset_materialization.metadata
+    report_dir = data_dir / "reports" / "v1"
 
-    assert (data_dir / "reports" / "v1" / "pca_base.png").stat().st_size > 1000
-    assert (data_dir / "reports" / "v1" / "pca_finetuned.png").stat().st_size > 1000
-    assert metadata["pca_base"].value.startswith("![")
+    for chart in ["pca_base", "pca_feedforward", "pca_contrastive", "learning_curve"]:
+        assert (report_dir / f"{chart}.png").stat().st_size > 1000, chart
+        assert metadata[chart].value.startswith("!["), chart
+    assert "data:image/png;base64," in (report_dir / "report.html").read_text()
+    assert metadata["recommendation"].value.startswith("**")
     assert 0.0 <= metadata["base_accuracy"].value <= 1.0
     assert 0.0 <= metadata["finetuned_accuracy"].value <= 1.0
+
+
+@pytest.mark.slow
+def test_pipeline_report_stores_scores_for_three_spaces(materialized):
+    data_dir, _, _, _ = materialized
+    store = EmbeddingStore(data_dir / "embetter.duckdb")
+
+    scores = store.query("SELECT space, metric, value FROM evaluation_reports")
+    summary = store.query("SELECT * FROM evaluation_summaries")
+    curve = store.query("SELECT * FROM learning_curves ORDER BY n_labels")
+
+    assert set(scores["space"]) == {"base", "feedforward", "contrastive"}
+    assert set(scores["metric"]) == {"accuracy", "macro_f1", "knn5_accuracy", "cosine_silhouette"}
+    assert summary.height == 1
+    assert summary["recommended_space"][0] in {"base", "feedforward", "contrastive"}
+    assert curve["n_labels"].max() == N_TRAIN
+
+
+@pytest.mark.slow
+def test_pipeline_report_runs_the_not_worse_check(materialized):
+    _, instance, _, results = materialized
+
+    evaluations = [evaluation for result in results for evaluation in result.get_asset_check_evaluations()]
+
+    assert [evaluation.check_name for evaluation in evaluations] == ["finetuned_not_worse_than_base"]
+    assert "base_accuracy" in evaluations[0].metadata
 
 
 @pytest.mark.slow

@@ -128,3 +128,14 @@ def test_store_reader_gets_in_while_no_write_is_open(store):
 
     with duckdb.connect(str(store.path), read_only=True) as reader:
         assert reader.execute("SELECT count(*) FROM texts").fetchone()[0] == 1
+
+
+def test_store_appends_embeddings_chunk_by_chunk(store):
+    rng = np.random.default_rng(1)
+    for chunk in range(3):
+        hashes = [f"h{chunk}-{i}" for i in range(4)]
+        assert store.add_base_embeddings("m", hashes, rng.normal(size=(4, 384)).astype(np.float32)) == 4
+        assert store.add_finetuned_embeddings(1, hashes, rng.normal(size=(4, 8)).astype(np.float32)) == 4
+
+    assert store.query("SELECT count(*) AS n FROM base_embeddings")["n"][0] == 12
+    assert store.query("SELECT count(*) AS n FROM finetuned_embeddings")["n"][0] == 12
