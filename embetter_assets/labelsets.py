@@ -28,7 +28,9 @@ def split_labels(labels: pl.DataFrame) -> LabelSets:
     - a text held out anywhere never trains, even under another id;
     - a text that carries two different labels on the same side is dropped from that side,
       because either label would teach the finetuner something false;
-    - copies of a text with the same label count once.
+    - copies of a text with the same label count once;
+    - a class with a single training text is left out of training, because a finetuner
+      cannot learn a class from one example and validate it too.
 
     Both sets keep the order of ``labels``, which is the order the labels arrived.
     """
@@ -38,6 +40,8 @@ def split_labels(labels: pl.DataFrame) -> LabelSets:
     train_rows = train_rows.filter(~pl.col("content_hash").is_in(test_hashes.implode()))
 
     train, train_conflicts = _one_label_per_text(train_rows)
+    single = train.group_by("label").len().filter(pl.col("len") < 2)["label"]
+    train = train.filter(~pl.col("label").is_in(single.implode()))
     test, test_conflicts = _one_label_per_text(labels.filter(pl.col("split") == "test"))
     return LabelSets(
         train=train,
@@ -48,6 +52,7 @@ def split_labels(labels: pl.DataFrame) -> LabelSets:
             "train_rows_also_held_out": leaked.height,
             "conflicting_train_texts_dropped": train_conflicts,
             "conflicting_test_texts_dropped": test_conflicts,
+            "train_classes_with_one_text_dropped": single.len(),
         },
     )
 

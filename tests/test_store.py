@@ -82,7 +82,7 @@ def test_store_refuses_embeddings_of_another_width(store):
         store.add_base_embeddings("other", ["h1"], np.ones((1, 768), dtype=np.float32))
 
 
-def test_store_round_trips_labels_latest_batch_wins(store):
+def test_store_labels_latest_batch_wins_in_arrival_order(store):
     store.replace_text_batch("a.csv", _texts("a.csv", ["one", "two"]))
     first = pl.DataFrame({"text_id": ["t0", "t1"], "label": ["x", "y"], "split": ["train", "test"], "row_number": [1, 2]})
     second = pl.DataFrame({"text_id": ["t0"], "label": ["z"], "split": ["train"], "row_number": [1]})
@@ -92,7 +92,8 @@ def test_store_round_trips_labels_latest_batch_wins(store):
     current = store.current_labels()
 
     assert dict(zip(current["text_id"], current["label"])) == {"t0": "z", "t1": "y"}
-    assert current["content_hash"].to_list() == [content_hash("one"), content_hash("two")]
+    assert current["text_id"].to_list() == ["t1", "t0"]
+    assert current["content_hash"].to_list() == [content_hash("two"), content_hash("one")]
 
 
 def test_store_rejects_labels_for_unknown_text_ids(store):
