@@ -1,0 +1,132 @@
+"""The ``embetter-assets`` command: query the store from a terminal.
+
+``embetter-assets similar "some text" -k 10 --space finetuned`` embeds the text with the
+store's encoder (and, for the finetuned space, the newest finetuner), runs a top-k cosine
+search in DuckDB and prints one row per neighbour: text id, score, label and the start of
+the text. Problems with the store are reported as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from embetter_assets.store import EmbeddingStore, StoreError, default_store_path
+
+EXIT_ERROR = 2
+# Characters of each text shown in the results table.
+TEXT_PREVIEW_CHARS = 70
+# How long a search waits for a pipeline run that holds the store's write lock.
+LOCK_TIMEOUT_SECONDS = 30.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except (StoreError, ValueError, duckdb.Error) as error:
+        print(f"embetter-assets: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embetter-assets", description="Query the embetter-assets DuckDB store.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    similar = commands.add_parser(
+        "similar",
+        help="print the stored texts most similar to a text",
+        description=(
+            "Embed TEXT, find the k stored texts with the highest cosine similarity in DuckDB "
+            "(array_cosine_similarity) and print their id, score, label and start."
+        ),
+    )
+    similar.add_argument("text", metavar="TEXT", help="the text to search for")
+    similar.add_argument("-k", type=_positive_int, default=10, help="number of neighbours to print (default: 10)")
+    similar.add_argument(
+        "--space",
+        choices=["base", "finetuned"],
+        default="finetuned",
+        help="search the base embedding or the newest finetuner's embedding (default: finetuned)",
+    )
+    similar.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the DuckDB store (default: EMBETTER_DUCKDB_PATH, else embetter.duckdb in EMBETTER_DATA_DIR or data/)",
+    )
+    similar.set_defaults(command=_similar)
+    return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _similar(args: argparse.Namespace) -> int:
+    path = args.db or default_store_path()
+    if not Path(path).is_file():
+        raise StoreError(f"Store {path} not found. Run `make run` to build it, or pass --db with the path of a store.")
+    store = EmbeddingStore(path, lock_timeout=LOCK_TIMEOUT_SECONDS)
+    space = store.search_space(args.space)
+    query = _embed_query(args.text, space)
+    neighbours = store.nearest_texts(query, args.k, args.space)
+
+    where = f"finetuner version {space['finetuner_version']}" if args.space == "finetuned" else space["model"]
+    print(f"{neighbours.height} nearest texts in the {args.space} space ({where}) of {path}")
+    print(format_neighbours(neighbours))
+    return 0
+
+
+def _embed_query(text: str, space: dict):
+    """Embed ``text`` with the store's encoder and, for the finetuned space, its newest finetuner."""
+    if not text.strip():
+        raise ValueError("TEXT is empty; pass the text to search for.")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from embetter_assets.encoder import SentenceEncoder
+
+    query = SentenceEncoder(space["model"]).transform([text])
+    if space["space"] == "finetuned":
+        from embetter_assets.finetune import load_finetuner
+
+        query = load_finetuner(space["weights"]).transform(query)
+    return query[0]
+
+
+def format_neighbours(neighbours: pl.DataFrame) -> str:
+    """Render search results as an aligned text table: text_id, score, label and the text's start."""
+    rows = [
+        (text_id, f"{score:.4f}", label or "", _preview(text))
+        for text_id, score, label, text in neighbours.select("text_id", "score", "label", "text").iter_rows()
+    ]
+    header = ("text_id", "score", "label", "text")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(3)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= TEXT_PREVIEW_CHARS else flat[: TEXT_PREVIEW_CHARS - 3] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The ``embetter-assets similar`` command, run on a small real store."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from bbc_slice import materialize_slice, write_bbc_slice
+
+from embetter_assets.cli import format_neighbours, main
+from embetter_assets.ingest import content_hash
+from embetter_assets.store import EmbeddingStore
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    articles = write_bbc_slice(data_dir, per_topic=8, n_train=20, n_test=10)
+    materialize_slice(data_dir, dg.DagsterInstance.ephemeral())
+    return data_dir / "embetter.duckdb", articles
+
+
+def _rows(output: str) -> list[list[str]]:
+    """Split the printed table into rows of (text_id, score, label-or-text...) words, header excluded."""
+    lines = output.strip().splitlines()
+    return [line.split() for line in lines[2:]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", ["base", "finetuned"])
+def test_similar_finds_the_stored_text_first(store_path, capsys, space):
+    path, articles = store_path
+    text = articles.filter(articles["id"] == "bbc-sports-001")["text"][0]
+
+    status = main(["similar", text, "-k", "5", "--space", space, "--db", str(path)])
+
+    output = capsys.readouterr().out
+    rows = _rows(output)
+    assert status == 0
+    assert output.startswith(f"5 nearest texts in the {space} space")
+    assert output.splitlines()[1].split() == ["text_id", "score", "label", "text"]
+    assert len(rows) == 5
+    assert rows[0][0] == "bbc-sports-001"
+    assert float(rows[0][1]) == pytest.approx(1.0, abs=1e-3)
+    assert [float(row[1]) for row in rows] == sorted((float(row[1]) for row in rows), reverse=True)
+
+
+@pytest.mark.slow
+def test_similar_new_text_finds_its_topic(store_path, capsys):
+    path, _ = store_path
+
+    status = main(["similar", "The striker scored twice as the club won the cup final", "-k", "3", "--db", str(path)])
+
+    rows = _rows(capsys.readouterr().out)
+    assert status == 0
+    assert len(rows) == 3
+    assert rows[0][0].startswith("bbc-sports-")
+
+
+@pytest.mark.slow
+def test_similar_shows_labels_of_labelled_texts(store_path, capsys):
+    path, _ = store_path
+    store = EmbeddingStore(path)
+    labelled = store.current_labels().row(0, named=True)
+    text = store.query("SELECT text FROM texts WHERE text_id = ?", [labelled["text_id"]])["text"][0]
+
+    main(["similar", text, "-k", "1", "--space", "base", "--db", str(path)])
+
+    row = _rows(capsys.readouterr().out)[0]
+    assert row[0] == labelled["text_id"]
+    assert row[2] == labelled["label"]
+
+
+def test_similar_reports_missing_store_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere.duckdb"
+
+    status = main(["similar", "anything", "--db", str(missing)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.count("\n") == 1
+    assert str(missing) in error
+    assert "make run" in error
+
+
+def test_similar_reports_store_without_finetuner(tmp_path, capsys):
+    store = EmbeddingStore(tmp_path / "store.duckdb")
+    store.add_base_embeddings("all-MiniLM-L6-v2", [content_hash("a text")], np.ones((1, 384), dtype=np.float32))
+
+    status = main(["similar", "anything", "--space", "finetuned", "--db", str(store.path)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.count("\n") == 1
+    assert "No finetuner is stored yet" in error
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "ten"])
+def test_similar_rejects_k_below_one(capsys, k):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["similar", "anything", "-k", k])
+
+    assert exit_info.value.code == 2
+    assert "argument -k" in capsys.readouterr().err
+
+
+def test_format_neighbours_aligns_and_shortens():
+    table = format_neighbours(
+        pl.DataFrame(
+            {"text_id": ["a", "longer-id"], "score": [0.91234, 0.5], "label": ["sport", None], "text": ["x " * 100, "line\nbreak"]}
+        )
+    )
+
+    lines = table.splitlines()
+    assert lines[1].startswith("a          0.9123  sport  x x")
+    assert lines[1].endswith("...")
+    assert lines[2] == "longer-id  0.5000         line break"
+
+
+def test_console_script_is_installed(tmp_path):
+    script = shutil.which("embetter-assets", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the embetter-assets console script is not installed; run pip install -e .")
+
+    result = subprocess.run([script, "similar", "anything", "--db", str(tmp_path / "none.duckdb")], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("embetter-assets: error: Store")
