@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test dev benchmark-finetune clean
+.PHONY: install run test dev benchmark-finetune benchmark-query benchmark-incremental clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ dev: install
 benchmark-finetune: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,benchmark]'
 	$(BIN)/python benchmarks/finetune_quality.py
+
+benchmark-query: install
+	$(BIN)/python benchmarks/query.py
+
+benchmark-incremental: install
+	$(BIN)/python benchmarks/incremental.py
 
 clean:
 	rm -rf $(VENV)

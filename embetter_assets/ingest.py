@@ -8,18 +8,18 @@ that names the file, the row (counted from 1, header excluded) or column, and th
 
 from __future__ import annotations
 
+import csv
 import hashlib
-import re
 from pathlib import Path
 
 import polars as pl
+
+from embetter_assets.partition_keys import PartitionKeyError, key_for_file_name
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
 
 # Share of a label batch held out for evaluation when the file has no ``split`` column.
 DEFAULT_TEST_FRACTION = 0.2
-
-_PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 class InvalidBatchError(ValueError):
@@ -32,19 +32,17 @@ def content_hash(text: str) -> str:
 
 
 def partition_key_for(path: Path) -> str:
-    """Return the partition key of a batch file: its file name, checked to be safe.
+    """Return the partition key of a batch file: its file name, percent-encoded where unsafe.
 
     The key is the full file name (``news.csv``), so two files that differ only in their
-    extension stay apart. Names outside letters, digits, ``.``, ``_`` and ``-`` are rejected
-    because Dagster treats commas and ``...`` in keys as ranges and lists.
+    extension stay apart. Characters that Dagster or a URL could misread (spaces, commas,
+    ``...``, non-ASCII letters) are percent-encoded reversibly, see
+    :mod:`embetter_assets.partition_keys`; a name whose key would be too long is rejected.
     """
-    name = path.name
-    if not _PARTITION_KEY_PATTERN.fullmatch(name) or ".." in name:
-        raise InvalidBatchError(
-            f"{path}: the file name {name!r} cannot be a partition key. Rename it to at most 200 "
-            "characters from letters, digits, '.', '_' and '-', starting with a letter or digit."
-        )
-    return name
+    try:
+        return key_for_file_name(Path(path).name)
+    except PartitionKeyError as error:
+        raise InvalidBatchError(f"{path}: {error}") from error
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -67,7 +65,10 @@ def read_table(path: Path) -> pl.DataFrame:
         else:
             frame = pl.read_ndjson(path, infer_schema_length=None)
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise InvalidBatchError(f"{path}: could not be parsed as {suffix[1:]}: {error}") from error
+        problem = _csv_problem(path) if suffix == ".csv" else None
+        # polars appends tuning hints (schema inference, ignore_errors) that do not apply here.
+        detail = problem or str(error).strip().splitlines()[0]
+        raise InvalidBatchError(f"{path}: could not be parsed as {suffix[1:]}: {detail}") from error
     if frame.height == 0:
         raise InvalidBatchError(f"{path}: the file has a header but no rows.")
     return frame
@@ -107,8 +108,9 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
     """Load a label file as rows ready for the ``labels`` table, with counts for metadata.
 
     Exact duplicate rows collapse into one and are counted; the same text id with two
-    different labels in one file is rejected, because neither can be trusted. A batch whose
-    training rows name fewer than two classes is rejected. Without a ``split`` column, a
+    different labels in one file is rejected, because neither can be trusted. A batch that
+    names fewer than two classes is rejected, because one class alone can neither train nor
+    evaluate a finetuner; a batch of held-out rows only is fine. Without a ``split`` column, a
     deterministic ``test_fraction`` of the texts (chosen by a hash of the text id) is held out.
     """
     path = Path(path)
@@ -149,12 +151,12 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
             "labels or splits in the same file. Keep one row per text id."
         )
 
-    train_classes = deduplicated.filter(pl.col("split") == "train")["label"].unique()
-    if train_classes.len() < 2:
-        found = ", ".join(repr(label) for label in train_classes.to_list()) or "none"
+    classes = deduplicated["label"].unique().sort()
+    if classes.len() < 2:
+        found = ", ".join(repr(label) for label in classes.to_list())
         raise InvalidBatchError(
-            f"{path}: the training rows name {train_classes.len()} class(es) ({found}); a label batch "
-            "needs at least two classes to train a finetuner."
+            f"{path}: the batch names {classes.len()} class(es) ({found}) in column 'label'; a label batch "
+            "needs at least two classes to train or evaluate a finetuner. Add rows of another class."
         )
 
     counts = {
@@ -170,6 +172,32 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
 def _default_split(text_id: str, test_fraction: float) -> str:
     bucket = int(hashlib.sha256(text_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if bucket < test_fraction else "train"
+
+
+def _csv_problem(path: Path) -> str | None:
+    """Describe the first structural problem of a CSV file, with its line, or return None.
+
+    Finds an unterminated quoted field (which swallows every later line) and a row with
+    more or fewer fields than the header; polars reports neither with a line number.
+    """
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, strict=True)
+        line = 1
+        try:
+            header = next(reader, [])
+            for row in reader:
+                if len(row) != len(header):
+                    return (
+                        f"line {line + 1} has {len(row)} fields but the header has {len(header)}. Quote fields "
+                        "that contain commas."
+                    )
+                line = reader.line_num
+        except csv.Error as error:
+            return (
+                f"a quoted field starting on line {line + 1} is never closed ({error}). Close the quote, or "
+                "double every quote character inside a quoted field (\"\")."
+            )
+    return None
 
 
 def _check_utf8(path: Path) -> None:

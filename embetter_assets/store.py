@@ -126,7 +126,8 @@ class EmbeddingStore:
         """
         with self.transaction() as connection:
             connection.register("incoming_texts", texts.to_arrow())
-            clash = connection.execute(
+            clash = _first_row(
+                connection,
                 """
                 SELECT incoming.text_id, incoming.row_number, stored.batch
                 FROM incoming_texts AS incoming JOIN texts AS stored USING (text_id)
@@ -134,7 +135,7 @@ class EmbeddingStore:
                 ORDER BY incoming.row_number LIMIT 1
                 """,
                 [batch],
-            ).fetchone()
+            )
             if clash is not None:
                 text_id, row_number, other_batch = clash
                 raise StoreError(
@@ -188,7 +189,7 @@ class EmbeddingStore:
         with self.transaction() as connection:
             _ensure_base_table(connection, width)
             connection.register("incoming_embeddings", _embedding_table(content_hashes, embeddings))
-            before = connection.execute("SELECT count(*) FROM base_embeddings").fetchone()[0]
+            before = _first_row(connection, "SELECT count(*) FROM base_embeddings")[0]
             connection.execute(
                 f"""
                 INSERT INTO base_embeddings (content_hash, model, embedding)
@@ -197,7 +198,7 @@ class EmbeddingStore:
                 """,
                 [model],
             )
-            after = connection.execute("SELECT count(*) FROM base_embeddings").fetchone()[0]
+            after = _first_row(connection, "SELECT count(*) FROM base_embeddings")[0]
         return after - before
 
     def base_embeddings(self, content_hashes: Sequence[str], model: str) -> np.ndarray:
@@ -208,11 +209,17 @@ class EmbeddingStore:
 
     # ----------------------------------------------------------------- labels
 
-    def replace_label_batch(self, batch: str, labels: pl.DataFrame) -> None:
+    def replace_label_batch(self, batch: str, labels: pl.DataFrame) -> dict[str, int]:
         """Replace every row of label batch ``batch`` with ``labels`` in one transaction.
 
         ``labels`` has the columns ``text_id``, ``label``, ``split``, ``row_number`` and
         ``source_file``. Every text id must already be stored in ``texts``.
+
+        A batch keeps the load time of its first load, so re-loading an older batch (after
+        its file changed, or a retried run) does not make its labels override a newer batch's.
+        Returns counts for metadata: ``replaced_rows`` (rows of the previous load of this
+        batch), ``texts_in_other_label_batches`` and ``label_conflicts_with_other_batches``
+        (texts that another batch labels differently).
         """
         with self.transaction() as connection:
             connection.register("incoming_labels", labels.to_arrow())
@@ -225,29 +232,62 @@ class EmbeddingStore:
             ).fetchall()
             if unknown:
                 shown = ", ".join(f"row {row} ({text_id!r})" for text_id, row in unknown[:5])
+                source = labels["source_file"][0] if "source_file" in labels.columns and labels.height else batch
                 raise StoreError(
-                    f"Label batch {batch!r}: {len(unknown)} text ids are not in any text batch, first {shown}. "
-                    "Materialize the text batch that holds them first, or fix the ids."
+                    f"Label batch {batch!r} ({source}): {len(unknown)} text ids are not in any text batch, "
+                    f"first {shown}. Materialize the text batch that holds them first, or fix the ids."
                 )
-            connection.execute("DELETE FROM labels WHERE batch = ?", [batch])
-            connection.execute(
+            replaced_rows, first_loaded_at = _first_row(
+                connection, "SELECT count(*), min(loaded_at) FROM labels WHERE batch = ?", [batch]
+            )
+            overlap, conflicts = _first_row(
+                connection,
                 """
-                INSERT INTO labels (batch, text_id, label, split, row_number, source_file)
-                SELECT ?, text_id, label, split, row_number, source_file FROM incoming_labels
+                SELECT count(DISTINCT incoming.text_id),
+                       count(DISTINCT incoming.text_id) FILTER (WHERE stored.label <> incoming.label)
+                FROM incoming_labels AS incoming JOIN labels AS stored USING (text_id)
+                WHERE stored.batch <> ?
                 """,
                 [batch],
             )
+            connection.execute("DELETE FROM labels WHERE batch = ?", [batch])
+            connection.execute(
+                """
+                INSERT INTO labels (batch, text_id, label, split, row_number, source_file, loaded_at)
+                SELECT ?, text_id, label, split, row_number, source_file, coalesce(?::TIMESTAMPTZ, current_timestamp)
+                FROM incoming_labels
+                """,
+                [batch, first_loaded_at],
+            )
+        return {
+            "replaced_rows": int(replaced_rows),
+            "texts_in_other_label_batches": int(overlap),
+            "label_conflicts_with_other_batches": int(conflicts),
+        }
+
+    def delete_label_batches(self, batches: Sequence[str]) -> dict[str, int]:
+        """Delete every label of ``batches`` in one transaction; return the rows deleted per batch."""
+        if not batches:
+            return {}
+        with self.transaction() as connection:
+            counted = connection.execute(
+                "SELECT batch, count(*) FROM labels WHERE list_contains(?, batch) GROUP BY batch ORDER BY batch",
+                [list(batches)],
+            ).fetchall()
+            connection.execute("DELETE FROM labels WHERE list_contains(?, batch)", [list(batches)])
+        return {batch: int(count) for batch, count in counted}
 
     def current_labels(self) -> pl.DataFrame:
-        """Return one label per text: the one from the most recently loaded batch.
+        """Return one label per text: the one from the newest batch, by time of first load.
 
-        Columns: ``text_id``, ``content_hash``, ``label``, ``split``, ``batch``.
+        Columns: ``text_id``, ``content_hash``, ``label``, ``split``, ``batch``. Rows come in
+        the order the labels arrived: batch by load time, then row by row within a batch.
         """
         return self.query(
             """
             SELECT l.text_id, t.content_hash, l.label, l.split, l.label_batch AS batch
             FROM current_labels AS l JOIN texts AS t USING (text_id)
-            ORDER BY l.text_id
+            ORDER BY l.loaded_at, l.label_batch, l.row_number
             """
         )
 
@@ -266,9 +306,12 @@ class EmbeddingStore:
         label_batches: list[str],
         weights: bytes,
     ) -> int:
-        """Store a trained finetuner as the next version and return that version number."""
+        """Store a trained finetuner as the next version and return that version number.
+
+        The views are recreated in the same transaction, so that they show this version.
+        """
         with self.transaction() as connection:
-            version = connection.execute("SELECT coalesce(max(version), 0) + 1 FROM finetuners").fetchone()[0]
+            version = _first_row(connection, "SELECT coalesce(max(version), 0) + 1 FROM finetuners")[0]
             connection.execute(
                 """
                 INSERT INTO finetuners
@@ -288,6 +331,7 @@ class EmbeddingStore:
                     weights,
                 ],
             )
+            _create_views(connection)
         return int(version)
 
     def latest_finetuner(self) -> dict:
@@ -318,8 +362,9 @@ class EmbeddingStore:
         """Store finetuned ``embeddings`` of ``content_hashes`` under ``version``; return rows written."""
         _check_embeddings(embeddings, len(content_hashes), "finetuned embeddings")
         with self.transaction() as connection:
+            _check_finetuned_width(connection, version, embeddings)
             connection.register("incoming_embeddings", _embedding_table(content_hashes, embeddings))
-            before = connection.execute("SELECT count(*) FROM finetuned_embeddings").fetchone()[0]
+            before = _first_row(connection, "SELECT count(*) FROM finetuned_embeddings")[0]
             connection.execute(
                 """
                 INSERT INTO finetuned_embeddings (content_hash, finetuner_version, embedding)
@@ -328,7 +373,7 @@ class EmbeddingStore:
                 """,
                 [version],
             )
-            after = connection.execute("SELECT count(*) FROM finetuned_embeddings").fetchone()[0]
+            after = _first_row(connection, "SELECT count(*) FROM finetuned_embeddings")[0]
         return after - before
 
     def finetuned_embeddings(self, content_hashes: Sequence[str], version: int) -> np.ndarray:
@@ -341,14 +386,26 @@ class EmbeddingStore:
 
     # ----------------------------------------------------------------- reports
 
-    def add_report(self, version: int, metrics: pl.DataFrame, charts: dict[str, str]) -> None:
-        """Replace the report of finetuner ``version``: its metrics and chart paths.
+    def add_report(
+        self,
+        version: int,
+        *,
+        metrics: pl.DataFrame,
+        learning_curve: pl.DataFrame,
+        charts: dict[str, str],
+        summary: dict,
+    ) -> None:
+        """Replace the report of finetuner ``version`` in one transaction.
 
-        ``metrics`` has the columns ``space``, ``metric`` and ``value``.
+        ``metrics`` has the columns ``space``, ``metric`` and ``value``; ``learning_curve``
+        has ``n_labels``, ``space`` and ``accuracy``; ``summary`` has the columns of
+        ``evaluation_summaries`` other than the version and the timestamp.
         """
         with self.transaction() as connection:
             connection.register("incoming_metrics", metrics.to_arrow())
-            connection.execute("DELETE FROM evaluation_reports WHERE finetuner_version = ?", [version])
+            connection.register("incoming_curve", learning_curve.to_arrow())
+            for table in ("evaluation_reports", "learning_curves", "report_charts", "evaluation_summaries"):
+                connection.execute(f"DELETE FROM {table} WHERE finetuner_version = ?", [version])
             connection.execute(
                 """
                 INSERT INTO evaluation_reports (finetuner_version, space, metric, value)
@@ -356,12 +413,144 @@ class EmbeddingStore:
                 """,
                 [version],
             )
-            connection.execute("DELETE FROM report_charts WHERE finetuner_version = ?", [version])
-            for name, path in charts.items():
-                connection.execute(
-                    "INSERT INTO report_charts (finetuner_version, chart, path) VALUES (?, ?, ?)",
-                    [version, name, path],
+            connection.execute(
+                """
+                INSERT INTO learning_curves (finetuner_version, n_labels, space, accuracy)
+                SELECT ?, n_labels, space, accuracy FROM incoming_curve
+                """,
+                [version],
+            )
+            connection.executemany(
+                "INSERT INTO report_charts (finetuner_version, chart, path) VALUES (?, ?, ?)",
+                [[version, name, path] for name, path in charts.items()],
+            )
+            connection.execute(
+                """
+                INSERT INTO evaluation_summaries
+                    (finetuner_version, kind, recommended_space, recommendation, train_texts, test_texts, page_path)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    version,
+                    summary["kind"],
+                    summary["recommended_space"],
+                    summary["recommendation"],
+                    summary["train_texts"],
+                    summary["test_texts"],
+                    summary["page_path"],
+                ],
+            )
+
+    # ----------------------------------------------------------------- labelling queue
+
+    def unlabelled_texts(self) -> pl.DataFrame:
+        """Return one row per distinct text content that has no current label under any id.
+
+        Columns: ``text_id`` (the smallest id with that content), ``content_hash`` and
+        ``text``, in text id order. A text whose copy under another id is labelled counts as
+        labelled, because labelling it again would teach nothing new.
+        """
+        return self.query(
+            """
+            WITH labelled AS (
+                SELECT DISTINCT t.content_hash FROM current_labels JOIN texts AS t USING (text_id)
+            )
+            SELECT min(text_id) AS text_id, content_hash, any_value(text) AS text
+            FROM texts ANTI JOIN labelled USING (content_hash)
+            GROUP BY content_hash
+            ORDER BY text_id
+            """
+        )
+
+    def finetuned_content_hashes(self, version: int) -> pl.Series:
+        """Return the content hashes that have an embedding from finetuner ``version``."""
+        return self.query(
+            "SELECT content_hash FROM finetuned_embeddings WHERE finetuner_version = ? ORDER BY content_hash",
+            [version],
+        )["content_hash"]
+
+    def replace_labelling_queue(self, version: int, queue: pl.DataFrame) -> None:
+        """Replace the labelling queue of finetuner ``version`` with ``queue``, in its row order.
+
+        ``queue`` has the columns ``text_id``, ``content_hash``, ``predicted_label`` and
+        ``margin``; its first row gets rank 1.
+        """
+        ranked = queue.select("text_id", "content_hash", "predicted_label", "margin").with_row_index("rank", offset=1)
+        with self.transaction() as connection:
+            connection.register("incoming_queue", ranked.to_arrow())
+            connection.execute("DELETE FROM labelling_queue WHERE finetuner_version = ?", [version])
+            connection.execute(
+                """
+                INSERT INTO labelling_queue (finetuner_version, rank, text_id, content_hash, predicted_label, margin)
+                SELECT ?, rank, text_id, content_hash, predicted_label, margin FROM incoming_queue
+                """,
+                [version],
+            )
+
+    def labelling_queue(self, version: int | None = None) -> pl.DataFrame:
+        """Return the labelling queue of finetuner ``version`` (default: the newest queue), by rank.
+
+        Columns: ``finetuner_version``, ``rank``, ``text_id``, ``predicted_label``, ``margin``
+        and ``text``.
+        """
+        return self.query(
+            """
+            SELECT q.finetuner_version, q.rank, q.text_id, q.predicted_label, q.margin, t.text
+            FROM labelling_queue AS q LEFT JOIN texts AS t USING (text_id)
+            WHERE q.finetuner_version = coalesce(?, (SELECT max(finetuner_version) FROM labelling_queue))
+            ORDER BY q.rank
+            """,
+            [version],
+        )
+
+    # ----------------------------------------------------------------- similarity search
+
+    def search_space(self, space: str) -> dict:
+        """Describe the vectors that ``nearest_texts`` searches in ``space`` (``base`` or ``finetuned``).
+
+        Returns ``model`` (the encoder a query must be embedded with), ``width`` and
+        ``finetuner_version`` (None for ``base``). For ``finetuned`` it also returns the
+        newest finetuner's ``weights``, to carry a query into that space.
+        """
+        with self.connect(read_only=True) as connection:
+            return _describe_space(connection, self.path, space)
+
+    def nearest_texts(self, query: np.ndarray, k: int, space: str) -> pl.DataFrame:
+        """Return the ``k`` stored texts whose embedding in ``space`` is most cosine-similar to ``query``.
+
+        The search runs in DuckDB with ``array_cosine_similarity`` over ``latest_base_embeddings``
+        or ``latest_finetuned_embeddings``, so ``query`` must come from the model or finetuner
+        that ``search_space`` names. Columns: ``text_id``, ``score``, ``label`` (null when
+        unlabelled) and ``text``, best first; ties go by text id.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        vector = np.asarray(query, dtype=np.float32).ravel()
+        with self.connect(read_only=True) as connection:
+            width = _describe_space(connection, self.path, space)["width"]
+            if vector.shape[0] != width:
+                raise StoreError(f"The query has {vector.shape[0]} dimensions but the {space} embeddings have {width}.")
+            view = {"base": "latest_base_embeddings", "finetuned": "latest_finetuned_embeddings"}[space]
+            # Rank distinct contents first, so the text payload is only joined to k rows. The
+            # k best text ids are always among the k best contents.
+            return connection.sql(
+                f"""
+                WITH nearest AS (
+                    SELECT content_hash, array_cosine_similarity(embedding, ?::FLOAT[{int(width)}]) AS score
+                    FROM {view}
+                    WHERE content_hash IN (SELECT content_hash FROM texts)
+                    ORDER BY score DESC, content_hash
+                    LIMIT ?
                 )
+                SELECT t.text_id, n.score, l.label, t.text
+                FROM nearest AS n
+                JOIN texts AS t USING (content_hash)
+                LEFT JOIN current_labels AS l USING (text_id)
+                ORDER BY n.score DESC, t.text_id
+                LIMIT ?
+                """,
+                params=[vector.tolist(), k, k],
+            ).pl()
 
     # ----------------------------------------------------------------- helpers
 
@@ -388,6 +577,63 @@ class EmbeddingStore:
             missing = result.column("content_hash").filter(column.is_null())[0]
             raise StoreError(f"No stored embedding for content hash {missing}; materialize its batch first.")
         return _to_matrix(column)
+
+
+def _first_row(connection: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence = ()) -> tuple | None:
+    """Return the first row of ``sql``, or None, consuming the whole result.
+
+    DuckDB 2 refuses new statements on a connection while a result is partly fetched, so a
+    bare ``fetchone`` would break the next statement of the same transaction.
+    """
+    rows = connection.execute(sql, list(parameters)).fetchall()
+    return rows[0] if rows else None
+
+
+def _check_finetuned_width(connection: duckdb.DuckDBPyConnection, version: int, embeddings: np.ndarray) -> None:
+    """Reject vectors whose width differs from the stored finetuner's ``output_dim``.
+
+    ``latest_finetuned_embeddings`` casts every vector of a version to that width, so one
+    wrong-sized row would break every query on the view. Versions with no stored finetuner
+    row are not checked.
+    """
+    expected = _first_row(connection, "SELECT output_dim FROM finetuners WHERE version = ?", [version])
+    if expected is not None and embeddings.shape[0] and embeddings.shape[1] != expected[0]:
+        raise StoreError(
+            f"Finetuned embeddings of {embeddings.shape[1]} dimensions do not fit finetuner version {version}, "
+            f"whose output_dim is {expected[0]}. Embed with that version's stored weights."
+        )
+
+
+def _describe_space(connection: duckdb.DuckDBPyConnection, path: Path, space: str) -> dict:
+    """Return what ``EmbeddingStore.search_space`` returns, read on an open connection."""
+    if space == "base":
+        if not _relation_exists(connection, "base_embeddings"):
+            raise StoreError(f"The store {path} has no base embeddings yet; materialize base_embeddings first.")
+        if not _relation_exists(connection, "latest_base_embeddings"):
+            raise StoreError(
+                f"The store {path} was written before the view latest_base_embeddings existed; "
+                "materialize trained_finetuner to add it."
+            )
+        found = _first_row(connection, "SELECT model, array_length(embedding) FROM latest_base_embeddings LIMIT 1")
+        if found is None:
+            raise StoreError(f"The store {path} has no base embeddings yet; materialize base_embeddings first.")
+        return {"space": space, "model": found[0], "width": int(found[1]), "finetuner_version": None}
+    if space == "finetuned":
+        stored = None
+        if _relation_exists(connection, "finetuners"):
+            stored = _first_row(
+                connection, "SELECT version, model, output_dim, weights FROM finetuners ORDER BY version DESC LIMIT 1"
+            )
+        if stored is None:
+            raise StoreError("No finetuner is stored yet; materialize trained_finetuner first.")
+        version, model, width, weights = stored
+        return {"space": space, "model": model, "width": int(width), "finetuner_version": int(version), "weights": weights}
+    raise ValueError(f"Unknown embedding space {space!r}; use 'base' or 'finetuned'.")
+
+
+def _relation_exists(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Tell whether a table or view called ``name`` exists, as seen inside the open transaction."""
+    return _first_row(connection, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]) is not None
 
 
 def _to_matrix(column: pa.Array) -> np.ndarray:
@@ -424,12 +670,13 @@ def _json_label(label):
 
 
 def _ensure_base_table(connection: duckdb.DuckDBPyConnection, width: int) -> None:
-    stored = connection.execute(
+    stored = _first_row(
+        connection,
         """
         SELECT data_type FROM information_schema.columns
         WHERE table_name = 'base_embeddings' AND column_name = 'embedding'
-        """
-    ).fetchone()
+        """,
+    )
     if stored is None:
         connection.execute(
             f"""
@@ -442,12 +689,14 @@ def _ensure_base_table(connection: duckdb.DuckDBPyConnection, width: int) -> Non
             )
             """
         )
-        _create_views(connection)
     elif stored[0] != f"FLOAT[{width}]":
         raise StoreError(
             f"base_embeddings stores {stored[0]} vectors but the encoder returns {width} dimensions. "
             "Use a separate store file (EMBETTER_DUCKDB_PATH) for a model of another width."
         )
+    # A store written before latest_base_embeddings existed gets the current views here.
+    if stored is None or not _relation_exists(connection, "latest_base_embeddings"):
+        _create_views(connection)
 
 
 def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
@@ -506,8 +755,35 @@ def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
             path VARCHAR NOT NULL,
             PRIMARY KEY (finetuner_version, chart)
         );
-        CREATE VIEW IF NOT EXISTS current_labels AS
-        SELECT text_id, label, split, batch AS label_batch
+        CREATE TABLE IF NOT EXISTS evaluation_summaries (
+            finetuner_version INTEGER PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            recommended_space VARCHAR NOT NULL,
+            recommendation VARCHAR NOT NULL,
+            train_texts INTEGER NOT NULL,
+            test_texts INTEGER NOT NULL,
+            page_path VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE IF NOT EXISTS learning_curves (
+            finetuner_version INTEGER NOT NULL,
+            n_labels INTEGER NOT NULL,
+            space VARCHAR NOT NULL,
+            accuracy DOUBLE NOT NULL,
+            PRIMARY KEY (finetuner_version, n_labels, space)
+        );
+        CREATE TABLE IF NOT EXISTS labelling_queue (
+            finetuner_version INTEGER NOT NULL,
+            rank INTEGER NOT NULL,
+            text_id VARCHAR NOT NULL,
+            content_hash VARCHAR NOT NULL,
+            predicted_label VARCHAR NOT NULL,
+            margin DOUBLE NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (finetuner_version, rank)
+        );
+        CREATE OR REPLACE VIEW current_labels AS
+        SELECT text_id, label, split, batch AS label_batch, row_number, loaded_at
         FROM labels
         QUALIFY row_number() OVER (PARTITION BY text_id ORDER BY loaded_at DESC, batch DESC) = 1;
         """
@@ -515,22 +791,47 @@ def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
 
 
 def _create_views(connection: duckdb.DuckDBPyConnection) -> None:
-    """Create the views users query: each text with its label and latest embeddings."""
+    """(Re)create the views users query: each text with its label and latest embeddings.
+
+    ``latest_base_embeddings`` keeps the vectors of one model: the model of the newest
+    finetuner or, before any finetuner, the model stored most recently. So each text has at
+    most one row there even when several models share the table.
+
+    ``latest_finetuned_embeddings`` keeps the newest finetuner's vectors cast to
+    ``FLOAT[output_dim]``, so that ``array_cosine_similarity`` accepts them. The version and
+    the width are written into the view's SQL, which is why storing a finetuner recreates it.
+    """
+    latest = _first_row(connection, "SELECT version, output_dim FROM finetuners ORDER BY version DESC LIMIT 1")
+    if latest is None:
+        finetuned_sql = "SELECT content_hash, finetuner_version, embedding FROM finetuned_embeddings WHERE false"
+    else:
+        version, width = int(latest[0]), int(latest[1])
+        finetuned_sql = (
+            f"SELECT content_hash, finetuner_version, embedding::FLOAT[{width}] AS embedding "
+            f"FROM finetuned_embeddings WHERE finetuner_version = {version}"
+        )
+    connection.execute(f"CREATE OR REPLACE VIEW latest_finetuned_embeddings AS {finetuned_sql}")
+
+    if not _relation_exists(connection, "base_embeddings"):
+        return
     connection.execute(
         """
-        CREATE OR REPLACE VIEW latest_finetuned_embeddings AS
-        SELECT content_hash, finetuner_version, embedding
-        FROM finetuned_embeddings
-        WHERE finetuner_version = (SELECT max(version) FROM finetuners);
+        CREATE OR REPLACE VIEW latest_base_embeddings AS
+        SELECT content_hash, model, embedding
+        FROM base_embeddings
+        WHERE model = coalesce(
+            (SELECT model FROM finetuners ORDER BY version DESC LIMIT 1),
+            (SELECT model FROM base_embeddings ORDER BY created_at DESC, model LIMIT 1)
+        );
 
         CREATE OR REPLACE VIEW text_embeddings AS
         SELECT
-            t.text_id, t.batch, t.text, l.label, l.split,
+            t.text_id, t.batch, t.content_hash, t.text, l.label, l.split,
             b.model, b.embedding AS base_embedding,
             f.finetuner_version, f.embedding AS finetuned_embedding
         FROM texts AS t
         LEFT JOIN current_labels AS l USING (text_id)
-        LEFT JOIN base_embeddings AS b USING (content_hash)
+        LEFT JOIN latest_base_embeddings AS b USING (content_hash)
         LEFT JOIN latest_finetuned_embeddings AS f USING (content_hash);
         """
     )

@@ -94,10 +94,27 @@ def test_label_batch_without_split_holds_out_a_stable_fifth(tmp_path):
     assert 150 < counts["test"] < 250
 
 
-@pytest.mark.parametrize("name", ["bad name.csv", "a,b.csv", "x...csv", "é.csv", ".hidden.csv", "a" * 250 + ".csv"])
-def test_partition_key_rejects_unsafe_file_names(name):
-    with pytest.raises(InvalidBatchError, match="cannot be a partition key"):
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("bad name.csv", "bad%20name.csv"),
+        ("a,b.csv", "a%2Cb.csv"),
+        ("x...csv", "x.%2E%2Ecsv"),
+        ("é.csv", "%C3%A9.csv"),
+        (".hidden.csv", "%2Ehidden.csv"),
+        ("100%.csv", "100%25.csv"),
+    ],
+)
+def test_partition_key_encodes_unsafe_file_names(name, key):
+    assert partition_key_for(Path("data/texts") / name) == key
+
+
+def test_partition_key_rejects_overlong_name_naming_file():
+    name = "é" * 100 + ".csv"
+
+    with pytest.raises(InvalidBatchError, match="Rename the file to a shorter name") as error:
         partition_key_for(Path("data/texts") / name)
+    assert name in str(error.value)
 
 
 def test_partition_key_is_the_file_name():

@@ -34,7 +34,10 @@ def test_pipeline_materializes_every_asset(materialized):
     _, instance, _, results = materialized
 
     assert all(result.success for result in results)
-    for name in ["raw_texts", "base_embeddings", "labelled_subset", "trained_finetuner", "finetuned_embeddings", "evaluation_report"]:
+    for name in [
+        "raw_texts", "base_embeddings", "labelled_subset", "trained_finetuner", "finetuned_embeddings", "evaluation_report",
+        "labelling_queue",
+    ]:
         assert instance.get_latest_materialization_event(dg.AssetKey(name)) is not None, name
 
 
@@ -54,6 +57,9 @@ def test_pipeline_fills_every_table(materialized):
     assert count("finetuned_embeddings") == n_texts
     assert count("evaluation_reports") >= 6
     assert count("text_embeddings") == n_texts
+    assert count("labelling_queue") == min(50, store.unlabelled_texts().height)
+    assert count("labelling_queue") > 0
+    assert (data_dir / "queue" / "labelling_queue_v1.csv").is_file()
     assert store.query("SELECT DISTINCT array_length(embedding) AS width FROM base_embeddings")["width"].to_list() == [384]
 
 
@@ -91,12 +97,13 @@ def test_pipeline_report_stores_scores_for_three_spaces(materialized):
 
 @pytest.mark.slow
 def test_pipeline_report_runs_the_not_worse_check(materialized):
-    _, instance, _, results = materialized
-
+    _, _, _, results = materialized
     evaluations = [evaluation for result in results for evaluation in result.get_asset_check_evaluations()]
 
-    assert [evaluation.check_name for evaluation in evaluations] == ["finetuned_not_worse_than_base"]
-    assert "base_accuracy" in evaluations[0].metadata
+    not_worse = [evaluation for evaluation in evaluations if evaluation.check_name == "finetuned_not_worse_than_base"]
+
+    assert len(not_worse) == 1
+    assert "base_accuracy" in not_worse[0].metadata
 
 
 @pytest.mark.slow
@@ -122,4 +129,26 @@ def test_definitions_load_with_six_assets():
     from embetter_assets.definitions import defs
 
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys >= {"raw_texts", "base_embeddings", "labelled_subset", "trained_finetuner", "finetuned_embeddings", "evaluation_report"}
+    assert keys >= {
+        "raw_texts", "base_embeddings", "labelled_subset", "trained_finetuner", "finetuned_embeddings", "evaluation_report",
+        "labelling_queue",
+    }
+
+
+@pytest.mark.slow
+def test_pipeline_embedding_checks_pass(materialized):
+    _, _, _, results = materialized
+
+    outcomes = {
+        evaluation.check_name: evaluation.passed
+        for result in results
+        for evaluation in result.get_asset_check_evaluations()
+        if evaluation.check_name != "finetuned_not_worse_than_base"
+    }
+
+    assert outcomes == {
+        "every_text_has_base_embedding": True,
+        "base_embeddings_are_finite_and_nonzero": True,
+        "finetuned_embeddings_are_finite_and_nonzero": True,
+        "finetuned_width_matches_finetuner": True,
+    }

@@ -1,8 +1,8 @@
 """Materialize the whole asset graph, stage by stage, on a Dagster instance.
 
 The graph mixes two dynamic partitionings and unpartitioned assets, which Dagster cannot run
-as one partitioned run, so each stage is its own run: text batches, label batches, the
-finetuner, finetuned embeddings per text batch, then the report.
+as one partitioned run, so each stage is its own run. The stages are text batches, label
+batches, the finetuner, finetuned embeddings per text batch, the report and the labelling queue.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from embetter_assets.defs.partitions import label_batches, text_batches
 from embetter_assets.defs.resources import DataFoldersResource, EncoderResource, StoreResource
 from embetter_assets.store import PATH_VARIABLE
 
-_INSTANCE_SETTINGS = "telemetry:\n  enabled: false\n"
+_INSTANCE_SETTINGS = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
 
 def persistent_instance(data_dir: Path) -> dg.DagsterInstance:
@@ -55,9 +55,11 @@ def materialize_everything(
 ) -> list[dg.ExecuteInProcessResult]:
     """Register the batch partitions and materialize every asset for them, in dependency order.
 
-    Raises on the first failed run, so later stages never run on partial input.
+    ``run_config`` maps asset names to their config, as in ``{"ops": {"trained_finetuner":
+    {"config": {...}}}}``; each run gets the entries of the assets it materializes. Raises on
+    the first failed run, so later stages never run on partial input.
     """
-    from embetter_assets.definitions import ALL_ASSETS
+    from embetter_assets.definitions import ALL_ASSETS, ALL_CHECKS
 
     resources = resources or default_resources(data_dir)
     for partitions, keys in ((text_batches, text_keys), (label_batches, label_keys)):
@@ -67,7 +69,7 @@ def materialize_everything(
 
     def run(selection: list[str], partition_key: str | None = None, config: dict | None = None):
         return dg.materialize(
-            ALL_ASSETS,
+            [*ALL_ASSETS, *ALL_CHECKS],
             selection=selection,
             partition_key=partition_key,
             instance=instance,
@@ -77,7 +79,14 @@ def materialize_everything(
 
     results = [run(["raw_texts", "base_embeddings"], key) for key in text_keys]
     results += [run(["labelled_subset"], key) for key in label_keys]
-    results.append(run(["trained_finetuner"], config=run_config))
+    results.append(run(["trained_finetuner"], config=_op_config(run_config, "trained_finetuner")))
     results += [run(["finetuned_embeddings"], key) for key in text_keys]
     results.append(run(["evaluation_report"]))
+    results.append(run(["labelling_queue"], config=_op_config(run_config, "labelling_queue")))
     return results
+
+
+def _op_config(run_config: dict | None, asset_name: str) -> dict | None:
+    """Return the part of ``run_config`` for one asset: Dagster rejects config for ops outside the run."""
+    ops = (run_config or {}).get("ops", {})
+    return {"ops": {asset_name: ops[asset_name]}} if asset_name in ops else None

@@ -9,6 +9,7 @@ from pydantic import PrivateAttr
 
 from embetter_assets.encoder import DEFAULT_MODEL, SentenceEncoder
 from embetter_assets.ingest import SUPPORTED_SUFFIXES, InvalidBatchError
+from embetter_assets.partition_keys import PartitionKeyError, file_name_for_key
 from embetter_assets.store import EmbeddingStore, default_data_dir, default_store_path
 
 
@@ -65,7 +66,11 @@ class DataFoldersResource(dg.ConfigurableResource):
 
 
 def _batch_file(folder: Path, partition_key: str) -> Path:
-    path = folder / partition_key
+    try:
+        name = file_name_for_key(partition_key)
+    except PartitionKeyError as error:
+        raise InvalidBatchError(f"Partition key {partition_key!r} does not name a batch file in {folder}: {error}") from error
+    path = folder / name
     if path.parent != folder or path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise InvalidBatchError(f"Partition key {partition_key!r} does not name a batch file in {folder}.")
     if not path.is_file():

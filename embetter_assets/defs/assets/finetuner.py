@@ -9,6 +9,7 @@ from pydantic import Field
 
 from embetter_assets.defs.assets.labels import class_counts, labelled_subset
 from embetter_assets.defs.assets.texts import base_embeddings
+from embetter_assets.defs.automation import after_new_labels, per_batch_eager, prune_withdrawn_label_batches
 from embetter_assets.defs.partitions import text_batches
 from embetter_assets.defs.resources import EncoderResource, StoreResource
 from embetter_assets.finetune import ContrastiveFinetuner, FeedForwardFinetuner, load_finetuner
@@ -42,6 +43,7 @@ class FinetunerConfig(dg.Config):
 @dg.asset(
     deps=[labelled_subset, base_embeddings],
     group_name="finetuning",
+    automation_condition=after_new_labels(),
     kinds={"pytorch", "duckdb"},
     description=(
         "A finetuner trained on every current training label, stored as a new version in the "
@@ -52,6 +54,7 @@ def trained_finetuner(
     context: dg.AssetExecutionContext, config: FinetunerConfig, store: StoreResource, encoder: EncoderResource
 ) -> dg.MaterializeResult:
     embedding_store = store.get_store()
+    withdrawn = prune_withdrawn_label_batches(context, embedding_store)
     label_sets = split_labels(embedding_store.current_labels())
     train = label_sets.train
     if train["label"].n_unique() < 2:
@@ -91,6 +94,7 @@ def trained_finetuner(
             "output_dim": int(finetuner.n_features_out_),
             "fit_seconds": round(seconds, 2),
             "label_batches": dg.MetadataValue.json(label_batches),
+            "withdrawn_label_rows_deleted": sum(withdrawn.values()),
             "train_labels_per_class": dg.MetadataValue.json(class_counts(train)),
             **label_sets.counts,
         }
@@ -101,6 +105,7 @@ def trained_finetuner(
     partitions_def=text_batches,
     deps=[trained_finetuner, base_embeddings],
     group_name="finetuning",
+    automation_condition=per_batch_eager(),
     kinds={"pytorch", "duckdb"},
     description=(
         "Finetuned embeddings of one text batch from the newest finetuner, in `finetuned_embeddings` keyed "

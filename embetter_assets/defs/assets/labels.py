@@ -15,7 +15,8 @@ from embetter_assets.ingest import read_label_batch
     kinds={"duckdb", "polars"},
     description=(
         "The labels of one batch file in `data/labels/`, stored in the `labels` table. A text labelled "
-        "in two batches takes the label of the batch loaded last."
+        "in two batches takes the label of the newer batch (the one first loaded later); the metadata "
+        "counts such conflicts."
     ),
 )
 def labelled_subset(
@@ -23,14 +24,15 @@ def labelled_subset(
 ) -> dg.MaterializeResult:
     path = folders.label_file(context.partition_key)
     labels, counts = read_label_batch(path)
-    store.get_store().replace_label_batch(context.partition_key, labels)
+    counts |= store.get_store().replace_label_batch(context.partition_key, labels)
 
     per_class = (
         labels.group_by("label", "split").len().pivot(on="split", index="label", values="len").fill_null(0).sort("label")
     )
     context.log.info(
         f"Stored {counts['labels']} labels from {path} ({counts['train']} train, {counts['test']} held out, "
-        f"{counts['duplicate_rows_dropped']} duplicate rows dropped)"
+        f"{counts['duplicate_rows_dropped']} duplicate rows dropped, "
+        f"{counts['label_conflicts_with_other_batches']} texts labelled differently by another batch)"
     )
     return dg.MaterializeResult(
         metadata={

@@ -6,6 +6,7 @@ import polars as pl
 from sklearn.base import clone
 
 from embetter_assets.defs.assets.finetuner import FINETUNER_KINDS, finetuned_embeddings, trained_finetuner
+from embetter_assets.defs.automation import after_new_finetuner
 from embetter_assets.defs.metadata import inline_png, markdown_table
 from embetter_assets.defs.resources import DataFoldersResource, StoreResource
 from embetter_assets.evaluation import (
@@ -27,6 +28,7 @@ NOT_WORSE_CHECK = "finetuned_not_worse_than_base"
 @dg.asset(
     deps=[trained_finetuner, finetuned_embeddings],
     group_name="evaluation",
+    automation_condition=after_new_finetuner(),
     kinds={"duckdb", "scikit-learn"},
     check_specs=[
         dg.AssetCheckSpec(
