@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
@@ -65,7 +66,11 @@ def read_table(path: Path) -> pl.DataFrame:
         else:
             frame = pl.read_ndjson(path, infer_schema_length=None)
     except (pl.exceptions.PolarsError, OSError) as error:
-        problem = _csv_problem(path) if suffix == ".csv" else None
+        problem = None
+        if suffix == ".csv":
+            problem = _csv_problem(path)
+        elif suffix != ".parquet":
+            problem = _json_lines_problem(path)
         # polars appends tuning hints (schema inference, ignore_errors) that do not apply here.
         detail = problem or str(error).strip().splitlines()[0]
         raise InvalidBatchError(f"{path}: could not be parsed as {suffix[1:]}: {detail}") from error
@@ -172,6 +177,21 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
 def _default_split(text_id: str, test_fraction: float) -> str:
     bucket = int(hashlib.sha256(text_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if bucket < test_fraction else "train"
+
+
+def _json_lines_problem(path: Path) -> str | None:
+    """Describe the first line of a JSON Lines file that is not one JSON object, or return None."""
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                return f"line {line_number} is not valid JSON ({error.msg} at column {error.colno})."
+            if not isinstance(value, dict):
+                return f"line {line_number} holds a JSON {type(value).__name__}, not an object."
+    return None
 
 
 def _csv_problem(path: Path) -> str | None:

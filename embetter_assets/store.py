@@ -117,12 +117,14 @@ class EmbeddingStore:
 
     # ----------------------------------------------------------------- texts
 
-    def replace_text_batch(self, batch: str, texts: pl.DataFrame) -> None:
+    def replace_text_batch(self, batch: str, texts: pl.DataFrame) -> int:
         """Replace every row of text batch ``batch`` with ``texts`` in one transaction.
 
         ``texts`` has the columns ``text_id``, ``row_number``, ``content_hash``, ``text`` and
         ``source_file``. A text id already stored under another batch is rejected, because
-        labels refer to texts by id and must not become ambiguous.
+        labels refer to texts by id and must not become ambiguous. Returns the number of
+        labelled texts that the new version of the batch no longer contains: their labels
+        stay stored but no longer train or evaluate anything until the text comes back.
         """
         with self.transaction() as connection:
             connection.register("incoming_texts", texts.to_arrow())
@@ -142,6 +144,15 @@ class EmbeddingStore:
                     f"Text batch {batch!r}, row {row_number}: text id {text_id!r} is already stored in "
                     f"text batch {other_batch!r}. Text ids must be unique across batches."
                 )
+            orphaned = _first_row(
+                connection,
+                """
+                SELECT count(DISTINCT l.text_id)
+                FROM labels AS l JOIN texts AS t USING (text_id)
+                WHERE t.batch = ? AND l.text_id NOT IN (SELECT text_id FROM incoming_texts)
+                """,
+                [batch],
+            )[0]
             connection.execute("DELETE FROM texts WHERE batch = ?", [batch])
             connection.execute(
                 """
@@ -150,6 +161,7 @@ class EmbeddingStore:
                 """,
                 [batch],
             )
+        return int(orphaned)
 
     def texts(self, batch: str | None = None) -> pl.DataFrame:
         """Return the stored texts, of one batch or of all, in batch and row order."""

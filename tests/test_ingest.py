@@ -119,3 +119,11 @@ def test_partition_key_rejects_overlong_name_naming_file():
 
 def test_partition_key_is_the_file_name():
     assert partition_key_for(Path("data/texts/news_2024-01.v2.csv")) == "news_2024-01.v2.csv"
+
+
+def test_json_lines_error_names_the_broken_line(tmp_path):
+    lines = [f'{{"id": "t{i}", "text": "text {i}"}}' for i in range(1, 501)] + ['{"id": "bad", "text": }']
+    path = _write(tmp_path / "t.jsonl", "\n".join(lines) + "\n")
+
+    with pytest.raises(InvalidBatchError, match="line 501 is not valid JSON"):
+        read_text_batch(path)

@@ -140,3 +140,16 @@ def test_store_appends_embeddings_chunk_by_chunk(store):
 
     assert store.query("SELECT count(*) AS n FROM base_embeddings")["n"][0] == 12
     assert store.query("SELECT count(*) AS n FROM finetuned_embeddings")["n"][0] == 12
+
+
+def test_store_counts_labelled_texts_a_batch_drops(store):
+    store.replace_text_batch("a.csv", _texts("a.csv", ["one", "two"]))
+    labels = pl.DataFrame(
+        {"text_id": ["t0", "t1"], "label": ["x", "y"], "split": ["train", "train"], "row_number": [1, 2], "source_file": ["l.csv"] * 2}
+    )
+    store.replace_label_batch("l.csv", labels)
+
+    orphaned = store.replace_text_batch("a.csv", _texts("a.csv", ["one"]))
+
+    assert orphaned == 1
+    assert store.current_labels()["text_id"].to_list() == ["t0"]

@@ -26,7 +26,12 @@ def raw_texts(
 ) -> dg.MaterializeResult:
     path = folders.text_file(context.partition_key)
     frame = read_text_batch(path)
-    store.get_store().replace_text_batch(context.partition_key, frame)
+    orphaned = store.get_store().replace_text_batch(context.partition_key, frame)
+    if orphaned:
+        context.log.warning(
+            f"{orphaned} labelled texts of batch {context.partition_key!r} are not in {path} any more; their "
+            "labels stay stored but leave training and evaluation until the texts come back."
+        )
 
     lengths = frame["text"].str.len_chars()
     preview = frame.select("text_id", frame["text"].str.slice(0, 80).alias("text")).head(5)
@@ -35,6 +40,7 @@ def raw_texts(
         metadata={
             "source_file": dg.MetadataValue.path(str(path)),
             "texts": frame.height,
+            "labelled_texts_removed": orphaned,
             "distinct_texts": frame["content_hash"].n_unique(),
             "mean_characters": float(lengths.mean()),
             "max_characters": int(lengths.max()),
