@@ -5,7 +5,7 @@ Needs the tweets corpus at ``../shared/data/tweets_sentiment.parquet`` and exits
 message when it is absent.
 
 The 38,158 tweets are shuffled with a fixed seed. 1% of them are held back as new texts; the
-other 99% form text batches 1 to 10. Batch 11 holds the new texts plus as many tweets of
+other 99% form text batches 1 to 10. Batch 11 contains the new texts plus as many tweets of
 batches 1-10 under new ids, so only its new texts need encoding. Every batch is a Parquet
 file materialized through Dagster (``raw_texts`` then ``base_embeddings``, one run per batch,
 all in one process, with the production resources) into a fresh DuckDB file.
@@ -97,8 +97,8 @@ def write_batches(texts_dir: Path, fraction: float) -> dict:
 
 # ----------------------------------------------------------------- child processes
 
-# Each measurement runs in a long-lived child process that takes one request per stdin line
-# and answers with one stdout line starting with this marker; everything else it prints is log.
+# Each measurement runs in a long-lived child process that reads one request per stdin line
+# and writes its result as one stdout line starting with this marker. Other output is log.
 RESULT_MARKER = "RESULT "
 
 
@@ -122,8 +122,8 @@ def serve_builds(data_dir: Path, keys: list[str]) -> None:
             ALL_ASSETS, selection=["raw_texts", "base_embeddings"], partition_key=key, instance=instance, resources=resources
         )
         seconds = time.perf_counter() - started
-        # A run's resources hold their own loaded model in reference cycles; a run's own process
-        # would end here, so free them before the next run instead of letting models pile up.
+        # A run's resources keep their loaded model in reference cycles. A run's own process would
+        # end here, so free them before the next run instead of letting models pile up.
         gc.collect()
         metadata = result.asset_materializations_for_node("base_embeddings")[0].metadata
         _answer(
@@ -177,13 +177,13 @@ class Child:
         )
 
     def request(self, key: str) -> dict:
-        """Send one batch key and wait for the child's answer."""
+        """Send one batch key and wait for the child's result."""
         self.process.stdin.write(key + "\n")
         self.process.stdin.flush()
         for line in self.process.stdout:
             if line.startswith(RESULT_MARKER):
                 return json.loads(line[len(RESULT_MARKER) :])
-        raise RuntimeError(f"Child process {self.process.args[3:5]} ended with code {self.process.wait()} before answering.")
+        raise RuntimeError(f"Child process {self.process.args[3:5]} ended with code {self.process.wait()} before returning a result.")
 
     def close(self) -> None:
         """Let the child finish and wait for it."""
@@ -201,8 +201,8 @@ def summarise(batches: dict, full: list[dict], eleventh: dict, raw: list[dict]) 
     loop_seconds = sum(run["encode_seconds"] for run in full)
     raw_texts = sum(run["texts"] for run in raw)
     raw_seconds = sum(run["seconds"] for run in raw)
-    # Each pair ran back to back; a load spike from other processes usually hits one side of a
-    # pair only, so the median over the pairs is the robust figure.
+    # The two sides of a pair ran back to back. A load spike from other processes usually hits
+    # one side of a pair only, so the median over the pairs is the robust figure.
     paired = sorted(
         (build["encoded"] / build["encode_seconds"]) / (encoded["texts"] / encoded["seconds"])
         for build, encoded in zip(full, raw)
@@ -237,7 +237,7 @@ def render_section(batches: dict, figures: dict, fraction: float) -> str:
         "",
         f"{corpus.capitalize()}, shuffled with seed {SEED}: 1% held back as new texts, the rest split into "
         f"{N_BATCHES} Parquet text batches ({batches['texts_in_batches']:,} tweets, "
-        f"{batches['distinct_texts_in_batches']:,} distinct). Batch 11 holds the {batches['eleventh_texts'] // 2:,} new "
+        f"{batches['distinct_texts_in_batches']:,} distinct). Batch 11 contains the {batches['eleventh_texts'] // 2:,} new "
         "tweets and as many tweets of batches 1-10 under new ids. Each batch is one Dagster run of `raw_texts` "
         "and `base_embeddings` with the production resources, into a fresh DuckDB file, all runs in one process "
         "that collects garbage after each run (as a run's own process would end). Next to each of batches 1-10 "

@@ -68,14 +68,17 @@ def _write_batches(data_dir: Path, headlines: pl.DataFrame, n_batches: int, per_
 def _run_config(data_dir: Path) -> dict:
     """Point the resources at ``data_dir`` and run steps in processes forked from a preloaded server.
 
-    The server imports the definitions once, so each step process starts in well under a second.
+    The server imports the definitions and sentence-transformers once, so each step process
+    starts in well under a second.
     """
     return {
         "execution": {
             "config": {
                 "multiprocess": {
                     "max_concurrent": CONCURRENT_STEPS,
-                    "start_method": {"forkserver": {"preload_modules": ["embetter_assets.definitions"]}},
+                    "start_method": {
+                        "forkserver": {"preload_modules": ["embetter_assets.definitions", "sentence_transformers"]}
+                    },
                 }
             }
         },
@@ -112,6 +115,29 @@ def run_partition(key: str, data_dir: str, dagster_home: str, label: str) -> tup
         return key, result.success, failures
 
 
+def _step_intervals(instance: dg.DagsterInstance, runs) -> list[tuple[float, float]]:
+    """Return (start, end) timestamps of every step of ``runs``, from their Dagster events."""
+    intervals = []
+    for run in runs:
+        started = {}
+        for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}):
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            else:
+                intervals.append((started[entry.step_key], entry.timestamp))
+    return intervals
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Return the largest number of intervals open at one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = maximum = 0
+    for _, change in edges:
+        open_now += change
+        maximum = max(maximum, open_now)
+    return maximum
+
+
 @pytest.fixture(scope="module")
 def run_workers():
     """Four worker processes forked from a server that has imported the definitions once."""
@@ -132,12 +158,14 @@ def test_backfill_multiprocess_no_lock_errors(tmp_path, headlines, run_workers):
             futures = [run_workers.submit(run_partition, key, str(data_dir), str(home), f"repeat-{repeat}") for key in keys]
             outcomes = [future.result(timeout=300) for future in futures]
             runs = instance.get_runs()
+            steps = _step_intervals(instance, runs)
 
         store_path = data_dir / "embetter.duckdb"
         failures = [message for _, _, messages in outcomes for message in messages]
         assert [success for _, success, _ in outcomes] == [True] * N_PARTITIONS, failures
         assert not any("lock" in message.lower() for message in failures)
         assert len(runs) == N_PARTITIONS
+        assert _max_overlap(steps) >= 2, "no two steps ran at the same time, so nothing competed for the file"
         assert _count(store_path, "SELECT count(*) FROM texts") == N_PARTITIONS * TEXTS_PER_PARTITION
         assert _count(store_path, "SELECT count(DISTINCT batch) FROM texts") == N_PARTITIONS
         assert _count(store_path, "SELECT count(*) FROM base_embeddings") == N_PARTITIONS * TEXTS_PER_PARTITION
