@@ -39,6 +39,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from results_page import replace_section
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPOSITORY / "benchmarks" / ".cache"
 RESULTS_PATH = REPOSITORY / "benchmarks" / "RESULTS.md"
@@ -397,18 +399,7 @@ def _describe_defaults(cls):
 
 def write_section(lines):
     """Replace the "Finetuner quality" section of RESULTS.md, keeping every other section."""
-    section = "\n".join([SECTION_TITLE, "", *lines]).rstrip() + "\n"
-    if not RESULTS_PATH.exists():
-        RESULTS_PATH.write_text("# Benchmark results\n\n" + section)
-        return
-    text = RESULTS_PATH.read_text()
-    start = text.find(SECTION_TITLE + "\n")
-    if start == -1:
-        RESULTS_PATH.write_text(text.rstrip() + "\n\n" + section)
-        return
-    next_section = text.find("\n## ", start + len(SECTION_TITLE))
-    rest = "" if next_section == -1 else text[next_section:]
-    RESULTS_PATH.write_text(text[:start] + section + rest)
+    replace_section(SECTION_TITLE, "\n".join([SECTION_TITLE, "", *lines]).rstrip() + "\n", RESULTS_PATH)
 
 
 def main(argv=None):

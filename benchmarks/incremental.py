@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_page import replace_section
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPOSITORY / "benchmarks" / "RESULTS.md"
 TWEETS_PATH = REPOSITORY.parent / "shared" / "data" / "tweets_sentiment.parquet"
@@ -278,15 +280,7 @@ def render_section(batches: dict, figures: dict, fraction: float) -> str:
 
 def write_section(section: str) -> None:
     """Replace the "Incremental builds" section of RESULTS.md, keeping every other section."""
-    text = RESULTS_PATH.read_text(encoding="utf-8") if RESULTS_PATH.exists() else "# Benchmark results\n"
-    start = text.find(SECTION_TITLE + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION_TITLE))
-        rest = text[end + 1 :] if end != -1 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    RESULTS_PATH.write_text(text, encoding="utf-8")
+    replace_section(SECTION_TITLE, section, RESULTS_PATH)
 
 
 def main(argv: list[str] | None = None) -> None:

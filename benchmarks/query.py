@@ -42,6 +42,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from results_page import replace_section
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPOSITORY / "benchmarks" / ".cache"
 RESULTS_PATH = REPOSITORY / "benchmarks" / "RESULTS.md"
@@ -306,15 +308,7 @@ def _meets_target(row: dict) -> bool:
 
 def write_section(section: str) -> None:
     """Replace the "Similarity search" section of RESULTS.md, keeping every other section."""
-    text = RESULTS_PATH.read_text(encoding="utf-8") if RESULTS_PATH.exists() else "# Benchmark results\n"
-    start = text.find(SECTION_TITLE + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION_TITLE))
-        rest = text[end + 1 :] if end != -1 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    RESULTS_PATH.write_text(text, encoding="utf-8")
+    replace_section(SECTION_TITLE, section, RESULTS_PATH)
 
 
 def main(argv: list[str] | None = None) -> None:
