@@ -54,7 +54,7 @@ class EmbeddingStore:
     path
         The DuckDB file. Its folder is created on first write.
     lock_timeout
-        Seconds to keep retrying while another process holds the file.
+        Seconds to keep retrying while another process has the file locked.
     """
 
     def __init__(self, path: str | os.PathLike, *, lock_timeout: float = _DEFAULT_LOCK_TIMEOUT_SECONDS):

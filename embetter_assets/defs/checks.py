@@ -6,8 +6,8 @@ from embetter_assets.defs.assets.finetuner import finetuned_embeddings
 from embetter_assets.defs.assets.texts import base_embeddings
 from embetter_assets.defs.resources import EncoderResource, StoreResource
 
-# A vector whose sum is not finite holds a NaN or an infinity; one whose absolute values sum
-# to zero is all zeros. Either would corrupt every cosine similarity it takes part in.
+# A vector whose sum is not finite contains a NaN or an infinity. A vector whose absolute values
+# sum to zero is all zeros. Either would corrupt every cosine similarity it takes part in.
 _BAD_VECTORS = """
     SELECT count(*) FILTER (WHERE NOT isfinite(list_sum(embedding::FLOAT[]))) AS non_finite,
            count(*) FILTER (WHERE list_sum(list_transform(embedding::FLOAT[], lambda x: abs(x))) = 0) AS all_zero
