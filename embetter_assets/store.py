@@ -317,18 +317,24 @@ class EmbeddingStore:
         n_train: int,
         label_batches: list[str],
         weights: bytes,
+        fingerprint: str | None = None,
     ) -> int:
         """Store a trained finetuner as the next version and return that version number.
 
-        The views are recreated in the same transaction, so that they show this version.
+        ``fingerprint`` identifies the training inputs, so that a run with the same inputs can
+        find this version and reuse it. The views are recreated in the same transaction, so
+        that they show this version.
         """
         with self.transaction() as connection:
+            # Stores written before fingerprints existed get the column on their next finetuner.
+            connection.execute("ALTER TABLE finetuners ADD COLUMN IF NOT EXISTS fingerprint VARCHAR")
             version = _first_row(connection, "SELECT coalesce(max(version), 0) + 1 FROM finetuners")[0]
             connection.execute(
                 """
                 INSERT INTO finetuners
-                    (version, kind, params, model, input_dim, output_dim, classes, n_train, label_batches, weights)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    (version, kind, params, model, input_dim, output_dim, classes, n_train, label_batches, weights,
+                     fingerprint)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 [
                     version,
@@ -341,17 +347,23 @@ class EmbeddingStore:
                     n_train,
                     json.dumps(label_batches),
                     weights,
+                    fingerprint,
                 ],
             )
             _create_views(connection)
         return int(version)
 
-    def latest_finetuner(self) -> dict:
-        """Return the newest finetuner row as a dict, weights included."""
-        if not self.table_exists("finetuners"):
-            raise StoreError("No finetuner is stored yet; materialize trained_finetuner first.")
-        frame = self.query("SELECT * FROM finetuners ORDER BY version DESC LIMIT 1")
-        if frame.height == 0:
+    def latest_finetuner(self, *, missing_ok: bool = False) -> dict | None:
+        """Return the newest finetuner row as a dict, weights included.
+
+        With none stored, raise ``StoreError``, or return None when ``missing_ok`` is true.
+        """
+        frame = None
+        if self.table_exists("finetuners"):
+            frame = self.query("SELECT * FROM finetuners ORDER BY version DESC LIMIT 1")
+        if frame is None or frame.height == 0:
+            if missing_ok:
+                return None
             raise StoreError("No finetuner is stored yet; materialize trained_finetuner first.")
         return frame.row(0, named=True)
 
@@ -744,7 +756,8 @@ def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
             n_train INTEGER NOT NULL,
             label_batches JSON NOT NULL,
             weights BLOB NOT NULL,
-            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            fingerprint VARCHAR
         );
         CREATE TABLE IF NOT EXISTS finetuned_embeddings (
             content_hash VARCHAR NOT NULL,

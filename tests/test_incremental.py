@@ -33,6 +33,7 @@ from embetter_assets.partition_keys import key_for_file_name
 from embetter_assets.store import EmbeddingStore
 
 FAST_FINETUNER = {"ops": {"trained_finetuner": {"config": {"n_epochs": 20, "hidden_dim": 16}}}}
+OTHER_SEED = {"ops": {"trained_finetuner": {"config": {"n_epochs": 20, "hidden_dim": 16, "random_state": 1}}}}
 TABLES = ("texts", "labels", "base_embeddings", "finetuners", "finetuned_embeddings")
 
 _ENCODERS: dict[str, SentenceEncoder] = {}
@@ -237,7 +238,7 @@ def test_finetuned_embeddings_compute_only_missing(pipeline, loaded, headlines):
 
     computed = [_metadata(pipeline.run(["finetuned_embeddings"], key), "finetuned_embeddings")["computed"] for key in (first, second)]
     again = _metadata(pipeline.run(["finetuned_embeddings"], second), "finetuned_embeddings")
-    pipeline.run(["trained_finetuner"], run_config=FAST_FINETUNER)
+    pipeline.run(["trained_finetuner"], run_config=OTHER_SEED)
     new_version = _metadata(pipeline.run(["finetuned_embeddings"], second), "finetuned_embeddings")
 
     assert computed == [30, 25]
@@ -302,7 +303,7 @@ def test_deleted_label_partition_leaves_finetune(pipeline, loaded, headlines):
     assert pipeline.count("labels", "WHERE batch = ?", [withdrawn]) == 0
 
 
-def test_nightly_rerun_same_model_counts(pipeline, loaded, headlines):
+def test_nightly_rerun_reuses_unchanged_finetuner(pipeline, loaded, headlines):
     from embetter_assets.defs.schedules import build_nightly_schedule
 
     keys = loaded
@@ -312,20 +313,41 @@ def test_nightly_rerun_same_model_counts(pipeline, loaded, headlines):
     scheduled = datetime.datetime(2025, 1, 2, 2, tzinfo=datetime.UTC)
     request = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=scheduled)).run_requests[0]
 
-    transforms = []
+    finetuners, computed = [], []
     for _ in range(2):
-        pipeline.run(["trained_finetuner"], run_config=FAST_FINETUNER, tags=request.tags)
-        for key in keys:
-            pipeline.run(["finetuned_embeddings"], key)
-        stored = pipeline.store.latest_finetuner()
-        hashes = sorted(set(pipeline.store.texts()["content_hash"]))
-        transforms.append(load_finetuner(stored["weights"]).transform(pipeline.store.base_embeddings(hashes, stored["model"])))
+        finetuners.append(
+            _metadata(pipeline.run(["trained_finetuner"], run_config=FAST_FINETUNER, tags=request.tags), "trained_finetuner")
+        )
+        computed.append(
+            sum(_metadata(pipeline.run(["finetuned_embeddings"], key), "finetuned_embeddings")["computed"] for key in keys)
+        )
 
     per_version = dict(pipeline.store.query("SELECT finetuner_version, count(*) FROM finetuned_embeddings GROUP BY 1").iter_rows())
     assert request.run_key == "nightly-refinetune-2025-01-02T02:00:00+00:00"
-    assert per_version == {1: 55, 2: 55}
+    assert [metadata["version"] for metadata in finetuners] == [1, 1]
+    assert [metadata["reused"] for metadata in finetuners] == [False, True]
+    assert finetuners[1]["fingerprint"] == finetuners[0]["fingerprint"]
+    assert computed == [55, 0]
+    assert pipeline.count("finetuners") == 1
+    assert per_version == {1: 55}
     assert pipeline.count("latest_finetuned_embeddings") == 55
-    np.testing.assert_allclose(transforms[1], transforms[0], rtol=1e-5, atol=1e-6)
+
+
+def test_same_labels_and_seed_train_the_same_finetuner(pipeline, loaded, headlines):
+    labels = pipeline.write_labels("labels.csv", _label_rows(headlines, 0, 40, "train"))
+    pipeline.run(["labelled_subset"], labels)
+    hashes = sorted(set(pipeline.store.texts()["content_hash"]))
+
+    transforms = []
+    # The run with another seed in between makes the third run train again rather than reuse.
+    for run_config in (FAST_FINETUNER, OTHER_SEED, FAST_FINETUNER):
+        pipeline.run(["trained_finetuner"], run_config=run_config)
+        stored = pipeline.store.latest_finetuner()
+        transforms.append(load_finetuner(stored["weights"]).transform(pipeline.store.base_embeddings(hashes, stored["model"])))
+
+    versions = pipeline.store.query("SELECT version FROM finetuners ORDER BY version")["version"].to_list()
+    assert versions == [1, 2, 3]
+    np.testing.assert_allclose(transforms[2], transforms[0], rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------- bad input: an error naming file and row, nothing changed

@@ -124,6 +124,31 @@ def test_store_round_trips_finetuner_weights(store):
     np.testing.assert_array_equal(load_finetuner(stored["weights"]).transform(X), finetuner.transform(X))
 
 
+def test_store_adds_fingerprint_column_to_older_store(store):
+    store.replace_text_batch("a.csv", _texts("a.csv", ["one"]))
+    with store.connect() as connection:
+        connection.execute("ALTER TABLE finetuners DROP COLUMN fingerprint")
+    weights = FeedForwardFinetuner(hidden_dim=4, n_epochs=1, random_state=0).fit(
+        np.random.default_rng(0).normal(size=(8, 6)), np.array(["a", "b"] * 4)
+    ).to_bytes()
+    common = dict(kind="feedforward", params={}, model="m", input_dim=6, output_dim=4, classes=["a", "b"],
+                  n_train=8, label_batches=["l.csv"], weights=weights)
+
+    store.add_finetuner(**common, fingerprint="abc")
+    store.add_finetuner(**common)
+
+    rows = store.query("SELECT version, fingerprint FROM finetuners ORDER BY version").rows()
+    assert rows == [(1, "abc"), (2, None)]
+
+
+def test_store_latest_finetuner_missing_ok_returns_none(store):
+    store.replace_text_batch("a.csv", _texts("a.csv", ["one"]))
+
+    assert store.latest_finetuner(missing_ok=True) is None
+    with pytest.raises(StoreError, match="No finetuner is stored yet"):
+        store.latest_finetuner()
+
+
 def test_store_reader_gets_in_while_no_write_is_open(store):
     store.replace_text_batch("a.csv", _texts("a.csv", ["one"]))
 

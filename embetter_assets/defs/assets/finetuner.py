@@ -1,10 +1,14 @@
 """The trained finetuner and the finetuned embeddings it produces."""
 
+import hashlib
+import importlib.metadata
+import json
 import time
 from typing import Literal
 
 import dagster as dg
 import numpy as np
+import polars as pl
 from pydantic import Field
 
 from embetter_assets.defs.assets.labels import class_counts, labelled_subset
@@ -47,7 +51,8 @@ class FinetunerConfig(dg.Config):
     kinds={"pytorch", "duckdb"},
     description=(
         "A finetuner trained on every current training label, stored as a new version in the "
-        "`finetuners` table with its weights."
+        "`finetuners` table with its weights. When the training labels, settings and model are "
+        "those of the newest stored version, that version is reused and nothing is trained."
     ),
 )
 def trained_finetuner(
@@ -63,8 +68,32 @@ def trained_finetuner(
             f"with classes {sorted(train['label'].unique().to_list())}. Add a label batch."
         )
 
-    X_train = embedding_store.base_embeddings(train["content_hash"].to_list(), encoder.model)
     finetuner = config.build()
+    params = finetuner.get_params()
+    label_batches = sorted(embedding_store.current_labels()["batch"].unique().to_list())
+    fingerprint = training_fingerprint(train, config.kind, params, encoder.model)
+    metadata = {
+        "kind": config.kind,
+        "params": dg.MetadataValue.json(params),
+        "label_batches": dg.MetadataValue.json(label_batches),
+        "withdrawn_label_rows_deleted": sum(withdrawn.values()),
+        "train_labels_per_class": dg.MetadataValue.json(class_counts(train)),
+        "fingerprint": fingerprint,
+        **label_sets.counts,
+    }
+
+    latest = embedding_store.latest_finetuner(missing_ok=True)
+    if latest is not None and latest.get("fingerprint") == fingerprint:
+        context.log.info(
+            f"Training labels, settings and model are unchanged since finetuner version {latest['version']}, "
+            "so that version is reused instead of training and storing an identical copy. Change the labels "
+            "or the run configuration (random_state, for one) to train a new version."
+        )
+        return dg.MaterializeResult(
+            metadata={**metadata, "version": int(latest["version"]), "output_dim": int(latest["output_dim"]), "reused": True}
+        )
+
+    X_train = embedding_store.base_embeddings(train["content_hash"].to_list(), encoder.model)
     context.log.info(
         f"Training a {config.kind} finetuner on {train.height} texts, {train['label'].n_unique()} classes, "
         f"{X_train.shape[1]} input dimensions"
@@ -73,10 +102,9 @@ def trained_finetuner(
     finetuner.fit(X_train, train["label"].to_numpy())
     seconds = time.perf_counter() - started
 
-    label_batches = sorted(embedding_store.current_labels()["batch"].unique().to_list())
     version = embedding_store.add_finetuner(
         kind=config.kind,
-        params=finetuner.get_params(),
+        params=params,
         model=encoder.model,
         input_dim=int(X_train.shape[1]),
         output_dim=int(finetuner.n_features_out_),
@@ -84,21 +112,42 @@ def trained_finetuner(
         n_train=train.height,
         label_batches=label_batches,
         weights=finetuner.to_bytes(),
+        fingerprint=fingerprint,
     )
     context.log.info(f"Stored finetuner version {version} after {seconds:.1f} s of training")
     return dg.MaterializeResult(
         metadata={
+            **metadata,
             "version": version,
-            "kind": config.kind,
-            "params": dg.MetadataValue.json(finetuner.get_params()),
             "output_dim": int(finetuner.n_features_out_),
             "fit_seconds": round(seconds, 2),
-            "label_batches": dg.MetadataValue.json(label_batches),
-            "withdrawn_label_rows_deleted": sum(withdrawn.values()),
-            "train_labels_per_class": dg.MetadataValue.json(class_counts(train)),
-            **label_sets.counts,
+            "reused": False,
         }
     )
+
+
+def training_fingerprint(train: pl.DataFrame, kind: str, params: dict, model: str) -> str:
+    """Return a SHA-256 digest of everything a training run depends on.
+
+    That is the training texts and labels in training order, the finetuner kind and its
+    parameters (the seed among them), the base model, and this package's version. Two runs
+    with the same digest train the same finetuner, so the second can reuse the first.
+    """
+    inputs = {
+        "package": _package_version(),
+        "kind": kind,
+        "params": params,
+        "model": model,
+        "train": [[content_hash, str(label)] for content_hash, label in train.select("content_hash", "label").iter_rows()],
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("embetter-assets")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dg.asset(
