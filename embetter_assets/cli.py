@@ -79,6 +79,11 @@ def _positive_int(value: str) -> int:
 
 def _similar(args: argparse.Namespace) -> int:
     path = args.db or default_store_path()
+    if Path(path).is_dir():
+        raise StoreError(
+            f"Store {path} is a folder, not a DuckDB file. Pass --db with the file itself, such as "
+            f"{Path(path) / 'embetter.duckdb'}."
+        )
     if not Path(path).is_file():
         raise StoreError(f"Store {path} not found. Run `make run` to build it, or pass --db with the path of a store.")
     store = EmbeddingStore(path, lock_timeout=LOCK_TIMEOUT_SECONDS)

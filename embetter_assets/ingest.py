@@ -132,9 +132,9 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
         bad = splits.is_null() | ~splits.is_in(["train", "test"])
         if bad.any():
             row = int(bad.arg_true()[0]) + 1
-            raise InvalidBatchError(
-                f"{path}, row {row}: split must be 'train' or 'test', got {frame['split'][row - 1]!r}."
-            )
+            value = frame["split"][row - 1]
+            found = "a blank value" if value is None or not str(value).strip() else repr(value)
+            raise InvalidBatchError(f"{path}, row {row}: split must be 'train' or 'test', got {found}.")
     else:
         splits = pl.Series([_default_split(text_id, test_fraction) for text_id in ids])
 

@@ -87,6 +87,15 @@ def test_similar_reports_missing_store_in_one_line(tmp_path, capsys):
     assert "make run" in error
 
 
+def test_similar_reports_folder_given_as_store(tmp_path, capsys):
+    status = main(["similar", "anything", "--db", str(tmp_path)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "is a folder, not a DuckDB file" in error
+    assert str(tmp_path / "embetter.duckdb") in error
+
+
 def test_similar_reports_store_without_finetuner(tmp_path, capsys):
     store = EmbeddingStore(tmp_path / "store.duckdb")
     store.add_base_embeddings("all-MiniLM-L6-v2", [content_hash("a text")], np.ones((1, 384), dtype=np.float32))

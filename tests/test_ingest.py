@@ -73,7 +73,8 @@ def test_label_batch_collapses_exact_duplicates_and_counts_them(tmp_path):
     [
         ("text_id,label\na,x\na,y\nb,y\n", "rows 1, 2: text id 'a' has conflicting labels"),
         ("text_id,label,split\na,x,train\nb,x,train\n", "1 class\\(es\\) \\('x'\\)"),
-        ("text_id,label,split\na,x,train\nb,y,dev\n", "row 2: split must be 'train' or 'test'"),
+        ("text_id,label,split\na,x,train\nb,y,dev\n", "row 2: split must be 'train' or 'test', got 'dev'"),
+        ("text_id,label,split\na,x,train\nb,y,\n", "row 2: split must be 'train' or 'test', got a blank value"),
         ("text_id,tag\na,x\n", "missing required column\\(s\\) label"),
         ("text_id,label\na,x\nb,\n", "row\\(s\\) 2: column 'label' is empty"),
     ],

@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from embetter_assets.defs.refresh import default_resources, materialize_everything
-from embetter_assets.demo import LABEL_FILE, TEXT_FILE, prepare_demo_data
+from embetter_assets.demo import LABEL_FILE, TEXT_FILE, closing_summary, prepare_demo_data
 from embetter_assets.store import EmbeddingStore
 
 PER_TOPIC = 20
@@ -123,6 +123,24 @@ def test_pipeline_rerun_encodes_nothing_and_keeps_counts(materialized):
     assert encoded == 0
     assert store.query("SELECT count(*) AS n FROM texts")["n"][0] == 5 * PER_TOPIC
     assert store.query("SELECT count(*) AS n FROM base_embeddings")["n"][0] == 5 * PER_TOPIC
+
+
+@pytest.mark.slow
+def test_pipeline_closing_summary_names_scores_and_files(materialized):
+    data_dir, _, resources, _ = materialized
+
+    store = resources["store"].get_store()
+    recommendation = store.query("SELECT recommendation FROM evaluation_summaries")[0, 0]
+
+    summary = closing_summary(store, data_dir, reused=False)
+
+    assert f"{5 * PER_TOPIC} texts" in summary
+    assert "Finetuner version 1 (feedforward), trained on" in summary
+    assert "logistic regression accuracy" in summary
+    assert "cosine silhouette" in summary
+    assert recommendation in summary
+    assert str(data_dir / "reports" / "v1" / "report.html") in summary
+    assert str(data_dir / "queue" / "labelling_queue_v1.csv") in summary
 
 
 def test_definitions_load_with_six_assets():

@@ -335,8 +335,12 @@ def test_nightly_schedule_reads_cron_and_timezone(monkeypatch):
 
 @pytest.mark.parametrize(("cron", "timezone", "variable"), [("61 2 * * *", "UTC", "EMBETTER_NIGHTLY_CRON"), ("0 2 * * *", "Mars/Olympus", "EMBETTER_NIGHTLY_TIMEZONE")])
 def test_nightly_schedule_rejects_bad_settings(cron, timezone, variable):
-    with pytest.raises(ValueError, match=variable):
+    with pytest.raises(ValueError, match=variable) as raised:
         build_nightly_schedule(cron, timezone)
+
+    assert repr(cron if variable.endswith("CRON") else timezone) in str(raised.value)
+    assert ".. " not in str(raised.value)
+    assert str(raised.value).endswith(".")
 
 
 def test_nightly_schedule_run_key_is_scheduled_time():

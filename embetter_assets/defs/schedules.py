@@ -13,6 +13,7 @@ per scheduled time even when a tick is evaluated again.
 from __future__ import annotations
 
 import os
+import zoneinfo
 
 import dagster as dg
 
@@ -42,6 +43,13 @@ def build_nightly_schedule(cron: str | None = None, timezone: str | None = None)
     cron = (cron or os.environ.get(CRON_VARIABLE) or DEFAULT_CRON).strip()
     timezone = (timezone or os.environ.get(TIMEZONE_VARIABLE) or DEFAULT_TIMEZONE).strip()
     try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"Invalid nightly schedule time zone {timezone!r} (from {TIMEZONE_VARIABLE}): not an IANA time "
+            "zone name. Use a name such as 'Europe/Berlin' or 'UTC'."
+        ) from error
+    try:
         return dg.ScheduleDefinition(
             name="nightly_refinetune",
             job=refinetune,
@@ -50,15 +58,15 @@ def build_nightly_schedule(cron: str | None = None, timezone: str | None = None)
             execution_fn=_request_nightly_run,
             default_status=default_schedule_status(),
             description=(
-                "Re-finetunes on every current label each night; the automation sensor then refreshes the "
-                "finetuned embeddings and the report."
+                "Re-finetunes on every current label each night, reusing the newest finetuner version when "
+                "labels and settings are unchanged; the automation sensor then refreshes the finetuned "
+                "embeddings and the report."
             ),
         )
     except dg.DagsterInvalidDefinitionError as error:
         raise ValueError(
-            f"Invalid nightly schedule (cron {cron!r} from {CRON_VARIABLE}, time zone {timezone!r} from "
-            f"{TIMEZONE_VARIABLE}): {error} Use a 5-field cron expression such as {DEFAULT_CRON!r} and an "
-            "IANA time zone such as 'Europe/Berlin'."
+            f"Invalid nightly schedule cron expression {cron!r} (from {CRON_VARIABLE}). Use five fields "
+            f"(minute, hour, day of month, month, day of week), such as {DEFAULT_CRON!r} for 02:00 every day."
         ) from error
 
 
