@@ -88,7 +88,7 @@ def read_text_batch(path: Path) -> pl.DataFrame:
     path = Path(path)
     frame = read_table(path)
     _require_columns(path, frame, ["text"])
-    texts = _string_column(path, frame, "text")
+    texts = _text_column(path, frame)
     _reject_blank(path, texts, "text")
 
     if "id" in frame.columns:
@@ -177,6 +177,43 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
 def _default_split(text_id: str, test_fraction: float) -> str:
     bucket = int(hashlib.sha256(text_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if bucket < test_fraction else "train"
+
+
+def _text_column(path: Path, frame: pl.DataFrame) -> pl.Series:
+    """Return the ``text`` column, rejecting numbers or booleans where texts belong.
+
+    An id or a label may be a number, but a text column of numbers means the file contains
+    something else. polars turns a JSON Lines column that mixes strings and numbers into
+    strings, so those files are checked line by line.
+    """
+    series = frame["text"]
+    if series.dtype.is_numeric() or series.dtype == pl.Boolean:
+        raise InvalidBatchError(
+            f"{path}: column 'text' contains {series.dtype} values, expected strings. Put the texts "
+            "themselves in the 'text' column."
+        )
+    if series.dtype == pl.String and path.suffix.lower() in (".jsonl", ".ndjson"):
+        problem = _json_lines_non_string(path, "text")
+        if problem is not None:
+            raise InvalidBatchError(f"{path}, {problem}")
+    return _string_column(path, frame, "text")
+
+
+def _json_lines_non_string(path: Path, column: str) -> str | None:
+    """Describe the first JSON Lines row whose ``column`` is a number or a boolean, or return None."""
+    row = 0
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            row += 1
+            value = json.loads(line).get(column)
+            if isinstance(value, bool | int | float):
+                return (
+                    f"row {row} (line {line_number}): {column!r} is the JSON {type(value).__name__} {value!r}, "
+                    "not a string. Quote it if it is meant as text."
+                )
+    return None
 
 
 def _json_lines_problem(path: Path) -> str | None:

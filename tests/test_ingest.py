@@ -25,6 +25,19 @@ def test_text_batch_reads_csv_parquet_and_jsonl(tmp_path):
         assert texts["row_number"].to_list() == [1, 2]
 
 
+def test_text_batch_rejects_numeric_parquet_text_column(tmp_path):
+    pl.DataFrame({"id": ["a", "b"], "text": [1.5, 2.5]}).write_parquet(tmp_path / "scores.parquet")
+
+    with pytest.raises(InvalidBatchError, match="scores.parquet: column 'text' contains Float64 values"):
+        read_text_batch(tmp_path / "scores.parquet")
+
+
+def test_text_batch_accepts_numeric_ids(tmp_path):
+    pl.DataFrame({"id": [1, 2], "text": ["first", "second"]}).write_parquet(tmp_path / "t.parquet")
+
+    assert read_text_batch(tmp_path / "t.parquet")["text_id"].to_list() == ["1", "2"]
+
+
 def test_text_batch_without_id_column_gets_file_based_ids(tmp_path):
     texts = read_text_batch(_write(tmp_path / "news.csv", "text\nhello\nworld\n"))
 
@@ -48,6 +61,9 @@ def test_text_batch_keeps_quoted_line_breaks_in_one_row(tmp_path):
         ("dupe.csv", "id,text\na,x\nb,y\na,z\n", "rows 1, 3: id 'a' occurs more than once"),
         ("latin.csv", b"id,text\na,caf\xe9\n", "line 2: invalid UTF-8"),
         ("notes.txt", "hello", "unsupported file type"),
+        ("numbers.jsonl", '{"text": 6}\n{"text": 7}\n', "column 'text' contains Int64 values, expected strings"),
+        ("mixed.jsonl", '{"text": "fine"}\n\n{"text": 5}\n', "row 2 \\(line 3\\): 'text' is the JSON int 5"),
+        ("flag.ndjson", '{"text": "fine"}\n{"text": true}\n', "row 2 \\(line 2\\): 'text' is the JSON bool True"),
     ],
 )
 def test_text_batch_rejects_bad_files_naming_file_and_row(tmp_path, name, content, message):
