@@ -68,3 +68,19 @@ def _one_label_per_text(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         .select("content_hash", "label", "batch")
     )
     return clean, conflicting
+
+
+def case_variants(labels: pl.Series) -> list[list[str]]:
+    """Return groups of distinct labels that differ only in letter case, such as ``Tech`` and ``tech``.
+
+    They count as separate classes, which is rarely what a labeller meant, so the pipeline
+    warns about them rather than merging them.
+    """
+    distinct = pl.DataFrame({"label": labels.cast(pl.String).unique()})
+    groups = (
+        distinct.group_by(pl.col("label").str.to_lowercase().alias("folded"))
+        .agg(pl.col("label").sort())
+        .filter(pl.col("label").list.len() > 1)
+        .sort("folded")
+    )
+    return groups["label"].to_list()

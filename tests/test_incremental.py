@@ -268,6 +268,16 @@ def test_newer_label_batch_wins_and_counts_conflicts(pipeline, loaded, headlines
     assert dict(zip(current["text_id"], current["label"]))[text_id] == "politics"
 
 
+def test_label_batch_reports_labels_differing_in_case(pipeline, loaded, headlines):
+    rows = "\n".join(f"{text_id},{label}" for text_id, label in zip(headlines["id"][:4], ["Tech", "tech", "sport", "sport"]))
+    key = pipeline.write_raw("labels", "cased.csv", f"text_id,label\n{rows}\n")
+
+    metadata = _metadata(pipeline.run(["labelled_subset"], key), "labelled_subset")
+
+    assert metadata["classes_differing_only_in_case"] == [["Tech", "tech"]]
+    assert metadata["classes"] == 3
+
+
 def test_held_out_text_never_trains(pipeline, loaded, headlines):
     train = pipeline.write_labels("train.csv", _label_rows(headlines, 0, 30, "train"))
     # The shared headlines 25-29 are held out under their copy ids in the second batch.

@@ -1,6 +1,6 @@
 import polars as pl
 
-from embetter_assets.labelsets import split_labels
+from embetter_assets.labelsets import case_variants, split_labels
 
 
 def _labels(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
@@ -35,3 +35,13 @@ def test_split_keeps_arrival_order():
     sets = split_labels(_labels([("c", "x", "train"), ("a", "y", "train"), ("b", "x", "train"), ("d", "y", "train")]))
 
     assert sets.train["content_hash"].to_list() == ["c", "a", "b", "d"]
+
+
+def test_case_variants_groups_labels_differing_in_case():
+    labels = pl.Series(["Tech", "sport", "tech", "TECH", "Sport", "politics", "tech"])
+
+    assert case_variants(labels) == [["Sport", "sport"], ["TECH", "Tech", "tech"]]
+
+
+def test_case_variants_empty_when_spellings_agree():
+    assert case_variants(pl.Series(["tech", "sport", "tech"])) == []

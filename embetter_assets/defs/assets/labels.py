@@ -7,6 +7,7 @@ from embetter_assets.defs.metadata import markdown_table
 from embetter_assets.defs.partitions import label_batches
 from embetter_assets.defs.resources import DataFoldersResource, StoreResource
 from embetter_assets.ingest import read_label_batch
+from embetter_assets.labelsets import case_variants
 
 
 @dg.asset(
@@ -24,7 +25,15 @@ def labelled_subset(
 ) -> dg.MaterializeResult:
     path = folders.label_file(context.partition_key)
     labels, counts = read_label_batch(path)
-    counts |= store.get_store().replace_label_batch(context.partition_key, labels)
+    embedding_store = store.get_store()
+    counts |= embedding_store.replace_label_batch(context.partition_key, labels)
+    variants = case_variants(embedding_store.current_labels()["label"])
+    if variants:
+        spelled = "; ".join(" / ".join(repr(label) for label in group) for group in variants)
+        context.log.warning(
+            f"Some labels differ only in letter case and count as separate classes: {spelled}. If they "
+            "mean the same class, spell them alike in the label files and materialize those batches again."
+        )
 
     per_class = (
         labels.group_by("label", "split").len().pivot(on="split", index="label", values="len").fill_null(0).sort("label")
@@ -39,6 +48,7 @@ def labelled_subset(
             "source_file": dg.MetadataValue.path(str(path)),
             **counts,
             "classes": labels["label"].n_unique(),
+            "classes_differing_only_in_case": dg.MetadataValue.json(variants),
             "labels_per_class": dg.MetadataValue.md(markdown_table(per_class.rows(), per_class.columns)),
         }
     )
