@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-labels", type=int, default=DEFAULT_TRAIN_LABELS, help="training labels to draw")
     parser.add_argument("--test-labels", type=int, default=DEFAULT_TEST_LABELS, help="held-out labels to draw")
     parser.add_argument("--per-topic", type=int, default=None, help="use only this many articles per topic")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"], help="lowest level of Dagster's log (default: INFO)"
+    )
     args = parser.parse_args(argv)
 
     from embetter_assets.defs.refresh import default_resources, materialize_everything, persistent_instance
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         text_keys=[partition_key_for(texts_path)],
         label_keys=[partition_key_for(labels_path)],
         data_dir=data_dir,
+        log_level=args.log_level,
     )
     finetuner_run = next(result for result in results if result.asset_materializations_for_node("trained_finetuner"))
     reused = finetuner_run.asset_materializations_for_node("trained_finetuner")[0].metadata["reused"].value
@@ -174,7 +178,7 @@ def closing_summary(store: EmbeddingStore, data_dir: Path, *, reused: bool) -> s
         summary["recommendation"],
         f"Report:          {summary['page_path']}",
         f"Labelling queue: {queue_path} ({queued} texts; fill in the label column and save it under {data_dir / 'labels'})",
-        f"Store:           {store.path} (try: duckdb {store.path} \"SELECT label, count(*) FROM current_labels GROUP BY label\")",
+        f"Store:           {store.path} (try: duckdb -readonly {store.path} \"SELECT label, count(*) FROM current_labels GROUP BY label\")",
         "UI:              make dev, then open http://127.0.0.1:3000",
     ]
     return "\n".join(lines)

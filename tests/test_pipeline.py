@@ -25,6 +25,7 @@ def materialized(tmp_path_factory):
         data_dir=data_dir,
         resources=resources,
         run_config={"ops": {"trained_finetuner": {"config": {"n_epochs": 50}}}},
+        log_level="INFO",
     )
     return data_dir, instance, resources, results
 
@@ -141,6 +142,26 @@ def test_pipeline_closing_summary_names_scores_and_files(materialized):
     assert recommendation in summary
     assert str(data_dir / "reports" / "v1" / "report.html") in summary
     assert str(data_dir / "queue" / "labelling_queue_v1.csv") in summary
+
+
+@pytest.mark.slow
+def test_demo_main_reuses_finetuner_on_second_run(tmp_path, monkeypatch, capsys):
+    from embetter_assets.demo import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("EMBETTER_DUCKDB_PATH", raising=False)
+    arguments = ["--data-dir", str(tmp_path / "data"), "--per-topic", "8", "--train-labels", "20", "--test-labels", "15"]
+
+    main(arguments)
+    first = capsys.readouterr()
+    main(arguments)
+    second = capsys.readouterr()
+
+    assert "Finetuner version 1 (feedforward), trained on" in first.out
+    assert "Finetuner version 1 (feedforward), reused: labels and settings unchanged." in second.out
+    assert str(tmp_path / "data" / "embetter.duckdb") in second.out
+    assert "Training a feedforward finetuner" in first.err
+    assert " - DEBUG - " not in first.err + first.out
 
 
 def test_definitions_load_with_six_assets():

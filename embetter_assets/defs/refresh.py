@@ -52,12 +52,15 @@ def materialize_everything(
     data_dir: Path,
     resources: dict | None = None,
     run_config: dict | None = None,
+    log_level: str | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Register the batch partitions and materialize every asset for them, in dependency order.
 
     ``run_config`` maps asset names to their config, as in ``{"ops": {"trained_finetuner":
-    {"config": {...}}}}``; each run gets the entries of the assets it materializes. Raises on
-    the first failed run, so later stages never run on partial input.
+    {"config": {...}}}}``; each run gets the entries of the assets it materializes.
+    ``log_level`` (such as ``"INFO"``) sets the lowest level of Dagster's console log, which
+    otherwise prints every DEBUG event. Raises on the first failed run, so later stages never
+    run on partial input.
     """
     from embetter_assets.definitions import ALL_ASSETS, ALL_CHECKS
 
@@ -67,7 +70,11 @@ def materialize_everything(
         if new_keys:
             instance.add_dynamic_partitions(partitions.name, new_keys)
 
+    loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}} if log_level else {}
+
     def run(selection: list[str], partition_key: str | None = None, config: dict | None = None):
+        if loggers:
+            config = {**(config or {}), **loggers}
         return dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
             selection=selection,
