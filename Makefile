@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test dev benchmark-finetune benchmark-query benchmark-incremental clean
+.PHONY: install run test dev sql benchmark-finetune benchmark-query benchmark-incremental clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: install
 
 dev: install
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The duckdb shell on the store, read-only so that materializations can still write when it is closed.
+sql: install
+	$(BIN)/duckdb -readonly data/embetter.duckdb
 
 benchmark-finetune: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,benchmark]'

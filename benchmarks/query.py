@@ -10,8 +10,8 @@ taking turns in blocks of 10 queries:
 
 - DuckDB, exact: ``array_cosine_similarity(embedding, ?::FLOAT[384])`` with ``ORDER BY score
   DESC LIMIT 10`` over a ``FLOAT[384]`` table in a DuckDB file, on a read-only connection kept
-  open, timed from ``execute`` to the fetched rows. Two table layouts: DuckDB's defaults (as
-  the pipeline's store is written) and floats stored uncompressed. DuckDB scans a table this
+  open, timed from ``execute`` to the fetched rows. Two table layouts: DuckDB's default
+  compression (as the pipeline's store is written) and floats stored uncompressed. DuckDB scans a table this
   small on one thread, so a third row runs the search on the uncompressed table as a
   ``UNION ALL`` of one rowid range per DuckDB thread.
 - DuckDB, sign codes then exact rescoring: the same table with each vector's 384 signs packed
@@ -47,6 +47,8 @@ import polars as pl
 import pyarrow as pa
 
 from results_page import replace_section
+
+from embetter_assets.store import STORAGE_VERSION
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPOSITORY / "benchmarks" / ".cache"
@@ -99,7 +101,7 @@ class Layout:
 
 
 UNCOMPRESSED = "SET disabled_compression_methods = 'alp,alprd'"
-EXACT_DEFAULT = "DuckDB, exact, default storage"
+EXACT_DEFAULT = "DuckDB, exact, default compression"
 EXACT_UNCOMPRESSED = "DuckDB, exact, floats uncompressed"
 SPLIT_SCAN = "DuckDB, exact, floats uncompressed, one rowid range per thread"
 SIGN_CODES = f"DuckDB, sign codes: Hamming top {CANDIDATES:,}, then exact cosine"
@@ -119,7 +121,10 @@ def sign_words(embeddings: np.ndarray) -> np.ndarray:
 
 
 def build_table(path: Path, ids: list[str], embeddings: np.ndarray, layout: Layout) -> None:
-    """Write the embeddings into a DuckDB file as ``tweets(id, embedding FLOAT[width], sign_0, ...)``."""
+    """Write the embeddings into a DuckDB file as ``tweets(id, embedding FLOAT[width], sign_0, ...)``.
+
+    The file has the storage format the pipeline's store uses.
+    """
     width = embeddings.shape[1]
     columns = {
         "id": pa.array(ids),
@@ -130,13 +135,14 @@ def build_table(path: Path, ids: list[str], embeddings: np.ndarray, layout: Layo
         for position, word in enumerate(sign_words(embeddings).T):
             columns[f"sign_{position}"] = pa.array(word)
             declarations.append(f"sign_{position} BIGINT NOT NULL")
-    with duckdb.connect(str(path)) as connection:
+    with duckdb.connect() as connection:
         for setting in layout.settings:
             connection.execute(setting)
+        connection.execute(f"ATTACH '{path}' AS bench (STORAGE_VERSION '{STORAGE_VERSION}')")
         connection.register("incoming", pa.table(columns))
-        connection.execute(f"CREATE TABLE tweets ({', '.join(declarations)})")
-        connection.execute(f"INSERT INTO tweets SELECT {', '.join(columns)} FROM incoming")
-        connection.execute("CHECKPOINT")
+        connection.execute(f"CREATE TABLE bench.tweets ({', '.join(declarations)})")
+        connection.execute(f"INSERT INTO bench.tweets SELECT {', '.join(columns)} FROM incoming")
+        connection.execute("CHECKPOINT bench")
 
 
 class DuckDBSearch:
@@ -296,8 +302,9 @@ def render_section(rows: list[dict], *, n_texts: int, width: int, n_queries: int
         f"{n_queries} queries per method after a warm-up, in one process, the methods taking turns in blocks of "
         f"{block} queries. Each query is a stored tweet's embedding. The exact DuckDB rows run `array_cosine_similarity` "
         f"with `ORDER BY score DESC LIMIT {K}` on a table in a DuckDB file over an open read-only connection, "
-        "once with DuckDB's default storage (as the pipeline's store is written) and once with floats "
-        "uncompressed (`disabled_compression_methods = 'alp,alprd'`). DuckDB scans a table this small on one "
+        "once with DuckDB's default compression (as the pipeline's store is written) and once with floats "
+        "uncompressed (`disabled_compression_methods = 'alp,alprd'`); every file has the store's storage "
+        f"format ({STORAGE_VERSION}). DuckDB scans a table this small on one "
         "thread (the process's CPU time equals the wall time), so the row \"one rowid range per thread\" runs "
         "the exact search on the uncompressed table as a `UNION ALL` of one rowid range per DuckDB thread. "
         "The sign-code row packs the signs of "

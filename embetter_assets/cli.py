@@ -94,6 +94,13 @@ def _similar(args: argparse.Namespace) -> int:
     where = f"finetuner version {space['finetuner_version']}" if args.space == "finetuned" else space["model"]
     print(f"{neighbours.height} nearest texts in the {args.space} space ({where}) of {path}")
     print(format_neighbours(neighbours))
+    unsearched = store.count_texts_without_embedding(args.space)
+    if unsearched:
+        asset = "finetuned_embeddings" if args.space == "finetuned" else "base_embeddings"
+        print(
+            f"{unsearched} stored texts have no embedding in this space yet and were not searched; "
+            f"materialize {asset} for their text batches."
+        )
     return 0
 
 

@@ -149,7 +149,9 @@ def closing_summary(store: EmbeddingStore, data_dir: Path, *, reused: bool) -> s
         SELECT
             (SELECT count(*) FROM texts) AS texts,
             (SELECT count(*) FROM base_embeddings) AS embedded,
-            (SELECT count(*) FROM current_labels) AS labels
+            (SELECT count(*) FROM current_labels) AS labels,
+            (SELECT count(*) FROM current_labels WHERE split = 'train') AS train_labels,
+            (SELECT count(*) FROM current_labels WHERE split = 'test') AS test_labels
         """
     ).row(0, named=True)
     finetuner = store.latest_finetuner()
@@ -168,6 +170,14 @@ def closing_summary(store: EmbeddingStore, data_dir: Path, *, reused: bool) -> s
         "",
         f"Done. {counts['texts']:,} texts ({counts['embedded']:,} distinct contents embedded), {counts['labels']:,} labels.",
         f"Finetuner version {version} ({finetuner['kind']}), {origin}.",
+    ]
+    if (summary["train_texts"], summary["test_texts"]) != (counts["train_labels"], counts["test_labels"]):
+        lines.append(
+            f"Of {counts['train_labels']:,} training and {counts['test_labels']:,} held-out labels, "
+            f"{summary['train_texts']:,} and {summary['test_texts']:,} distinct texts remain: copies of a text "
+            "count once, and a text held out under any id never trains (counts in trained_finetuner's metadata)."
+        )
+    lines += [
         f"Held-out scores on {summary['test_texts']:,} texts:",
         "  " + f"{'':32}" + "".join(f"{space:>14}" for space in spaces),
     ]
@@ -178,7 +188,7 @@ def closing_summary(store: EmbeddingStore, data_dir: Path, *, reused: bool) -> s
         summary["recommendation"],
         f"Report:          {summary['page_path']}",
         f"Labelling queue: {queue_path} ({queued} texts; fill in the label column and save it under {data_dir / 'labels'})",
-        f"Store:           {store.path} (try: duckdb -readonly {store.path} \"SELECT label, count(*) FROM current_labels GROUP BY label\")",
+        f"Store:           {store.path} (query it with .venv/bin/duckdb -readonly {store.path}, or make sql)",
         "UI:              make dev, then open http://127.0.0.1:3000",
     ]
     return "\n".join(lines)

@@ -112,29 +112,43 @@ def read_text_batch(path: Path) -> pl.DataFrame:
 def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION) -> tuple[pl.DataFrame, dict]:
     """Load a label file as rows ready for the ``labels`` table, with counts for metadata.
 
-    Exact duplicate rows collapse into one and are counted; the same text id with two
-    different labels in one file is rejected, because neither can be trusted. A batch that
-    names fewer than two classes is rejected, because one class alone can neither train nor
-    evaluate a finetuner; a batch of held-out rows only is fine. Without a ``split`` column, a
-    deterministic ``test_fraction`` of the texts (chosen by a hash of the text id) is held out.
+    Rows with an empty label are skipped and counted, so a labelling queue filled in part can
+    be loaded as it is. A file with no label at all is rejected. Exact duplicate rows collapse
+    into one and are counted. The same text id with two different labels in one file is
+    rejected, because neither can be trusted. A batch that names fewer than two classes is
+    rejected, because one class alone can neither train nor evaluate a finetuner; a batch of
+    held-out rows only is fine. Without a ``split`` column, a deterministic ``test_fraction``
+    of the texts (chosen by a hash of the text id) is held out.
     """
     path = Path(path)
     frame = read_table(path)
     id_column = "text_id" if "text_id" in frame.columns else "id"
     _require_columns(path, frame, [id_column, "label"])
+    for column in (id_column, "label"):
+        _reject_json_lines_values(path, frame, column, (str, int, float, bool), "a string or a number")
 
+    all_labels = _string_column(path, frame, "label")
+    labelled = ~_is_blank(all_labels)
+    if not labelled.any():
+        raise InvalidBatchError(
+            f"{path}: column 'label' is empty in all {frame.height} rows. Fill in the label of at least "
+            "the rows you have labelled; rows left empty are skipped."
+        )
+    row_numbers = pl.int_range(1, frame.height + 1, eager=True).cast(pl.Int32).filter(labelled)
+    frame = frame.filter(labelled)
     ids = _string_column(path, frame, id_column)
-    labels = _string_column(path, frame, "label")
-    _reject_blank(path, ids, id_column)
-    _reject_blank(path, labels, "label")
+    labels = all_labels.filter(labelled)
+    _reject_blank(path, ids, id_column, row_numbers)
     if "split" in frame.columns:
         splits = _string_column(path, frame, "split").str.strip_chars().str.to_lowercase()
         bad = splits.is_null() | ~splits.is_in(["train", "test"])
         if bad.any():
-            row = int(bad.arg_true()[0]) + 1
-            value = frame["split"][row - 1]
+            position = int(bad.arg_true()[0])
+            value = frame["split"][position]
             found = "a blank value" if value is None or not str(value).strip() else repr(value)
-            raise InvalidBatchError(f"{path}, row {row}: split must be 'train' or 'test', got {found}.")
+            raise InvalidBatchError(
+                f"{path}, row {row_numbers[position]}: split must be 'train' or 'test', got {found}."
+            )
     else:
         splits = pl.Series([_default_split(text_id, test_fraction) for text_id in ids])
 
@@ -143,7 +157,7 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
             "text_id": ids,
             "label": labels.str.strip_chars(),
             "split": splits,
-            "row_number": pl.int_range(1, frame.height + 1, eager=True).cast(pl.Int32),
+            "row_number": row_numbers,
         }
     )
     deduplicated = rows.unique(subset=["text_id", "label", "split"], keep="first", maintain_order=True)
@@ -160,12 +174,14 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
     if classes.len() < 2:
         found = ", ".join(repr(label) for label in classes.to_list())
         raise InvalidBatchError(
-            f"{path}: the batch names {classes.len()} class(es) ({found}) in column 'label'; a label batch "
-            "needs at least two classes to train or evaluate a finetuner. Add rows of another class."
+            f"{path}: the batch names {classes.len()} class(es) ({found}) in column 'label'; a label batch, "
+            "held-out rows included, needs at least two classes to train or evaluate a finetuner. Add rows "
+            "of another class."
         )
 
     counts = {
-        "rows_in_file": frame.height,
+        "rows_in_file": int(labelled.len()),
+        "rows_without_label_skipped": int((~labelled).sum()),
         "labels": deduplicated.height,
         "duplicate_rows_dropped": frame.height - deduplicated.height,
         "train": int((deduplicated["split"] == "train").sum()),
@@ -183,8 +199,8 @@ def _text_column(path: Path, frame: pl.DataFrame) -> pl.Series:
     """Return the ``text`` column, rejecting numbers or booleans where texts belong.
 
     An id or a label may be a number, but a text column of numbers means the file contains
-    something else. polars turns a JSON Lines column that mixes strings and numbers into
-    strings, so those files are checked line by line.
+    something else. polars turns a JSON Lines column that mixes strings with numbers, objects
+    or arrays into strings, so those files are checked line by line.
     """
     series = frame["text"]
     if series.dtype.is_numeric() or series.dtype == pl.Boolean:
@@ -192,15 +208,22 @@ def _text_column(path: Path, frame: pl.DataFrame) -> pl.Series:
             f"{path}: column 'text' contains {series.dtype} values, expected strings. Put the texts "
             "themselves in the 'text' column."
         )
-    if series.dtype == pl.String and path.suffix.lower() in (".jsonl", ".ndjson"):
-        problem = _json_lines_non_string(path, "text")
-        if problem is not None:
-            raise InvalidBatchError(f"{path}, {problem}")
+    _reject_json_lines_values(path, frame, "text", (str,), "a string")
     return _string_column(path, frame, "text")
 
 
-def _json_lines_non_string(path: Path, column: str) -> str | None:
-    """Describe the first JSON Lines row whose ``column`` is a number or a boolean, or return None."""
+_JSON_TYPE_NAMES = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}
+
+
+def _reject_json_lines_values(path: Path, frame: pl.DataFrame, column: str, allowed: tuple, expected: str) -> None:
+    """Raise for the first JSON Lines row whose ``column`` contains a JSON type outside ``allowed``.
+
+    Only a column polars read as strings is checked, because a column of a single other
+    type is already visible in its dtype. Null and missing values pass: the blank checks
+    name those.
+    """
+    if path.suffix.lower() not in (".jsonl", ".ndjson") or frame[column].dtype != pl.String:
+        return
     row = 0
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -208,12 +231,12 @@ def _json_lines_non_string(path: Path, column: str) -> str | None:
                 continue
             row += 1
             value = json.loads(line).get(column)
-            if isinstance(value, bool | int | float):
-                return (
-                    f"row {row} (line {line_number}): {column!r} is the JSON {type(value).__name__} {value!r}, "
-                    "not a string. Quote it if it is meant as text."
-                )
-    return None
+            if value is None or _json_value_allowed(value, allowed):
+                continue
+            raise InvalidBatchError(
+                f"{path}, row {row} (line {line_number}): {column!r} is the JSON {_JSON_TYPE_NAMES[type(value)]} "
+                f"{json.dumps(value)[:60]}, expected {expected}. Quote it if it is meant as text."
+            )
 
 
 def _json_lines_problem(path: Path) -> str | None:
@@ -286,10 +309,22 @@ def _string_column(path: Path, frame: pl.DataFrame, column: str) -> pl.Series:
     raise InvalidBatchError(f"{path}: column {column!r} must hold strings, found {series.dtype}.")
 
 
-def _reject_blank(path: Path, series: pl.Series, column: str) -> None:
-    blank = series.is_null() | (series.str.strip_chars().str.len_chars() == 0)
+def _json_value_allowed(value, allowed: tuple) -> bool:
+    # bool is a subclass of int in Python, so a boolean passes only when bool itself is allowed.
+    if isinstance(value, bool):
+        return bool in allowed
+    return isinstance(value, allowed)
+
+
+def _is_blank(series: pl.Series) -> pl.Series:
+    return series.is_null() | (series.str.strip_chars().str.len_chars() == 0)
+
+
+def _reject_blank(path: Path, series: pl.Series, column: str, row_numbers: pl.Series | None = None) -> None:
+    """Raise naming the rows where ``column`` is empty; ``row_numbers`` maps positions to file rows."""
+    blank = _is_blank(series)
     if blank.any():
-        rows = (blank.arg_true() + 1).to_list()
+        rows = (row_numbers.filter(blank) if row_numbers is not None else blank.arg_true() + 1).to_list()
         shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
         raise InvalidBatchError(f"{path}, row(s) {shown}: column {column!r} is empty or null ({len(rows)} rows).")
 

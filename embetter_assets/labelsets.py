@@ -11,12 +11,14 @@ import polars as pl
 class LabelSets:
     """Training and held-out rows (``content_hash``, ``label``, ``batch``), one per distinct text.
 
-    ``counts`` says how many texts each side holds and how many were dropped, and why.
+    ``counts`` says how many texts each side holds and how many were dropped, and why;
+    ``single_text_classes`` names the classes left out of training for having one text.
     """
 
     train: pl.DataFrame
     test: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
+    single_text_classes: list[str] = field(default_factory=list)
 
 
 def split_labels(labels: pl.DataFrame) -> LabelSets:
@@ -54,6 +56,7 @@ def split_labels(labels: pl.DataFrame) -> LabelSets:
             "conflicting_test_texts_dropped": test_conflicts,
             "train_classes_with_one_text_dropped": single.len(),
         },
+        single_text_classes=sorted(single.to_list()),
     )
 
 

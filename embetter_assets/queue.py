@@ -157,5 +157,6 @@ def _reject_filled_in(path: Path) -> None:
     if filled.any():
         raise QueueFileError(
             f"{path} already has {int(filled.sum())} labels filled in, so it was not overwritten. Move it into "
-            "the label folder to load those labels, or delete it, then materialize labelling_queue again."
+            "the label folder to load those labels (rows left without a label are skipped), or delete it, then "
+            "materialize labelling_queue again."
         )

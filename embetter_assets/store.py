@@ -68,6 +68,7 @@ class EmbeddingStore:
         """Open a short-lived connection, waiting while another process holds the lock."""
         if read_only and not self.path.exists():
             raise StoreError(f"The store {self.path} does not exist yet; materialize the assets first.")
+        _check_duckdb_header(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = self._open_with_retry(read_only)
         try:
@@ -80,6 +81,8 @@ class EmbeddingStore:
         delay = 0.05
         while True:
             try:
+                if not read_only and not self.path.exists():
+                    _create_store_file(self.path)
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
@@ -576,6 +579,15 @@ class EmbeddingStore:
                 params=[vector.tolist(), k, k],
             ).pl()
 
+    def count_texts_without_embedding(self, space: str) -> int:
+        """Count the stored texts that ``nearest_texts`` cannot find, having no embedding in ``space``."""
+        view = {"base": "latest_base_embeddings", "finetuned": "latest_finetuned_embeddings"}[space]
+        return int(
+            self.query(
+                f"SELECT count(*) AS n FROM texts WHERE content_hash NOT IN (SELECT content_hash FROM {view})"
+            )["n"][0]
+        )
+
     # ----------------------------------------------------------------- helpers
 
     def _embeddings_for(self, sql: str, parameters: list, content_hashes: Sequence[str]) -> np.ndarray:
@@ -601,6 +613,43 @@ class EmbeddingStore:
             missing = result.column("content_hash").filter(column.is_null())[0]
             raise StoreError(f"No stored embedding for content hash {missing}; materialize its batch first.")
         return _to_matrix(column)
+
+
+# New store files use the storage format of DuckDB 1.5, which later versions keep when they
+# write to the file, so that the duckdb shell from the duckdb-cli package (1.5) can open them.
+STORAGE_VERSION = "v1.5.0"
+
+
+def _create_store_file(path: Path) -> None:
+    """Create an empty DuckDB file at ``path`` in the ``STORAGE_VERSION`` format."""
+    with duckdb.connect() as connection:
+        connection.execute(f"ATTACH '{_sql_string(path)}' AS new_store (STORAGE_VERSION '{STORAGE_VERSION}')")
+        connection.execute("DETACH new_store")
+
+
+def _sql_string(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+# Bytes 8 to 11 of every DuckDB database file, after the header's checksum.
+_DUCKDB_MAGIC = b"DUCK"
+
+
+def _check_duckdb_header(path: Path) -> None:
+    """Raise ``StoreError`` when ``path`` is a non-empty file that is not a DuckDB database.
+
+    DuckDB's own error for such a file can be misleading: it opens a path ending in ``.csv``
+    or ``.parquet`` as an in-memory database and then complains about read-only mode.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as handle:
+        header = handle.read(12)
+    if header[8:12] != _DUCKDB_MAGIC:
+        raise StoreError(
+            f"{path} is not a DuckDB database file. Point the store at the file the pipeline writes, "
+            "such as data/embetter.duckdb."
+        )
 
 
 def _first_row(connection: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence = ()) -> tuple | None:
@@ -649,7 +698,7 @@ def _describe_space(connection: duckdb.DuckDBPyConnection, path: Path, space: st
                 connection, "SELECT version, model, output_dim, weights FROM finetuners ORDER BY version DESC LIMIT 1"
             )
         if stored is None:
-            raise StoreError("No finetuner is stored yet; materialize trained_finetuner first.")
+            raise StoreError(f"The store {path} has no finetuner yet; materialize trained_finetuner first.")
         version, model, width, weights = stored
         return {"space": space, "model": model, "width": int(width), "finetuner_version": int(version), "weights": weights}
     raise ValueError(f"Unknown embedding space {space!r}; use 'base' or 'finetuned'.")

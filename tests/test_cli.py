@@ -105,7 +105,47 @@ def test_similar_reports_store_without_finetuner(tmp_path, capsys):
     error = capsys.readouterr().err
     assert status == 2
     assert error.count("\n") == 1
-    assert "No finetuner is stored yet" in error
+    assert f"The store {store.path} has no finetuner yet" in error
+
+
+@pytest.mark.parametrize("name", ["labels.csv", "texts.parquet", "notes.duckdb"])
+def test_similar_reports_file_that_is_not_duckdb(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_text("text_id,label\na,x\n")
+
+    status = main(["similar", "anything", "--db", str(path)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"{path} is not a DuckDB database file" in error
+
+
+@pytest.mark.slow
+def test_similar_counts_texts_it_could_not_search(tmp_path, capsys):
+    from embetter_assets.encoder import DEFAULT_MODEL
+
+    store = EmbeddingStore(tmp_path / "store.duckdb")
+    texts = ["The striker scored twice", "Parliament passed the budget"]
+    store.replace_text_batch(
+        "t.csv",
+        pl.DataFrame(
+            {
+                "text_id": ["a", "b"],
+                "row_number": pl.Series([1, 2], dtype=pl.Int32),
+                "content_hash": [content_hash(text) for text in texts],
+                "text": texts,
+                "source_file": ["t.csv"] * 2,
+            }
+        ),
+    )
+    store.add_base_embeddings(DEFAULT_MODEL, [content_hash(texts[0])], np.ones((1, 384), dtype=np.float32))
+
+    status = main(["similar", "football", "--space", "base", "--db", str(store.path)])
+
+    output = capsys.readouterr().out
+    assert status == 0
+    assert "1 stored texts have no embedding in this space yet and were not searched" in output
+    assert "materialize base_embeddings" in output
 
 
 @pytest.mark.parametrize("k", ["0", "-3", "ten"])

@@ -272,10 +272,27 @@ def test_label_batch_reports_labels_differing_in_case(pipeline, loaded, headline
     rows = "\n".join(f"{text_id},{label}" for text_id, label in zip(headlines["id"][:4], ["Tech", "tech", "sport", "sport"]))
     key = pipeline.write_raw("labels", "cased.csv", f"text_id,label\n{rows}\n")
 
+    unrelated_rows = "\n".join(f"{text_id},{label}" for text_id, label in zip(headlines["id"][4:6], ["sport", "politics"]))
+    unrelated = pipeline.write_raw("labels", "unrelated.csv", f"text_id,label\n{unrelated_rows}\n")
+
     metadata = _metadata(pipeline.run(["labelled_subset"], key), "labelled_subset")
+    unrelated_metadata = _metadata(pipeline.run(["labelled_subset"], unrelated), "labelled_subset")
 
     assert metadata["classes_differing_only_in_case"] == [["Tech", "tech"]]
     assert metadata["classes"] == 3
+    assert unrelated_metadata["classes_differing_only_in_case"] == []
+
+
+def test_report_names_held_out_classes_without_training_texts(pipeline, loaded, headlines):
+    rows = _label_rows(headlines, 0, 30, "train") + _label_rows(headlines, 30, 45, "test")
+    rows += [(text_id, "weather", "test") for text_id in headlines["id"][45:48]]
+    labels = pipeline.write_labels("labels.csv", rows)
+    pipeline.run(["labelled_subset"], labels)
+    pipeline.run(["trained_finetuner"], run_config=FAST_FINETUNER)
+
+    report = _metadata(pipeline.run(["evaluation_report"]), "evaluation_report")
+
+    assert report["held_out_classes_without_training_texts"] == ["weather"]
 
 
 def test_held_out_text_never_trains(pipeline, loaded, headlines):

@@ -62,8 +62,10 @@ def test_text_batch_keeps_quoted_line_breaks_in_one_row(tmp_path):
         ("latin.csv", b"id,text\na,caf\xe9\n", "line 2: invalid UTF-8"),
         ("notes.txt", "hello", "unsupported file type"),
         ("numbers.jsonl", '{"text": 6}\n{"text": 7}\n', "column 'text' contains Int64 values, expected strings"),
-        ("mixed.jsonl", '{"text": "fine"}\n\n{"text": 5}\n', "row 2 \\(line 3\\): 'text' is the JSON int 5"),
-        ("flag.ndjson", '{"text": "fine"}\n{"text": true}\n', "row 2 \\(line 2\\): 'text' is the JSON bool True"),
+        ("mixed.jsonl", '{"text": "fine"}\n\n{"text": 5}\n', "row 2 \\(line 3\\): 'text' is the JSON number 5, expected a string"),
+        ("object.jsonl", '{"text": "fine"}\n{"text": {"a": 1}}\n', "row 2 \\(line 2\\): 'text' is the JSON object"),
+        ("array.jsonl", '{"text": ["a", "b"]}\n{"text": "fine"}\n', "row 1 \\(line 1\\): 'text' is the JSON array"),
+        ("flag.ndjson", '{"text": "fine"}\n{"text": true}\n', "row 2 \\(line 2\\): 'text' is the JSON boolean true"),
     ],
 )
 def test_text_batch_rejects_bad_files_naming_file_and_row(tmp_path, name, content, message):
@@ -92,12 +94,41 @@ def test_label_batch_collapses_exact_duplicates_and_counts_them(tmp_path):
         ("text_id,label,split\na,x,train\nb,y,dev\n", "row 2: split must be 'train' or 'test', got 'dev'"),
         ("text_id,label,split\na,x,train\nb,y,\n", "row 2: split must be 'train' or 'test', got a blank value"),
         ("text_id,tag\na,x\n", "missing required column\\(s\\) label"),
-        ("text_id,label\na,x\nb,\n", "row\\(s\\) 2: column 'label' is empty"),
+        ("text_id,label\na,\nb,  \n", "column 'label' is empty in all 2 rows"),
+        ("text_id,label,split\na,x,train\nb,,dev\nc,y,dev\n", "row 3: split must be 'train' or 'test', got 'dev'"),
+        ("text_id,label\na,x\n,\n,y\n", "row\\(s\\) 3: column 'text_id' is empty"),
     ],
 )
 def test_label_batch_rejects_bad_files(tmp_path, content, message):
     with pytest.raises(InvalidBatchError, match=message):
         read_label_batch(_write(tmp_path / "l.csv", content))
+
+
+def test_label_batch_skips_rows_without_label_and_counts_them(tmp_path):
+    path = _write(tmp_path / "queue.csv", "text_id,label,margin\na,x,0.1\nb,,0.2\nc,y,0.3\nd,   ,0.4\n")
+
+    labels, counts = read_label_batch(path)
+
+    assert labels["text_id"].to_list() == ["a", "c"]
+    assert labels["row_number"].to_list() == [1, 3]
+    assert counts["rows_in_file"] == 4
+    assert counts["rows_without_label_skipped"] == 2
+    assert counts["labels"] == 2
+
+
+def test_label_batch_rejects_json_object_label(tmp_path):
+    path = _write(tmp_path / "l.jsonl", '{"id": "a", "label": "x"}\n{"id": "b", "label": {"x": 1}}\n')
+
+    with pytest.raises(InvalidBatchError, match="row 2 \\(line 2\\): 'label' is the JSON object .*expected a string or a number"):
+        read_label_batch(path)
+
+
+def test_label_batch_accepts_number_and_boolean_labels(tmp_path):
+    path = _write(tmp_path / "l.jsonl", '{"id": "a", "label": 1}\n{"id": "b", "label": "two"}\n{"id": "c", "label": true}\n')
+
+    labels, _ = read_label_batch(path)
+
+    assert labels["label"].to_list() == ["1", "two", "true"]
 
 
 def test_label_batch_without_split_holds_out_a_stable_fifth(tmp_path):

@@ -29,6 +29,7 @@ def test_split_drops_classes_with_one_training_text():
 
     assert set(sets.train["label"]) == {"x", "y"}
     assert sets.counts["train_classes_with_one_text_dropped"] == 1
+    assert sets.single_text_classes == ["rare"]
 
 
 def test_split_keeps_arrival_order():

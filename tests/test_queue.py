@@ -129,6 +129,17 @@ def test_queue_csv_loads_as_label_batch_once_filled(tmp_path):
     assert "text" not in labels.columns
 
 
+def test_queue_csv_loads_when_filled_in_part(tmp_path):
+    queue = pl.DataFrame({"text_id": ["a", "b", "c", "d"], "text": ["one", "two", "three", "four"]})
+    path = write_queue_csv(queue, tmp_path / "labelling_queue_v1.csv")
+    pl.read_csv(path, infer_schema=False).with_columns(pl.Series("label", ["x", None, "y", None])).write_csv(path)
+
+    labels, counts = read_label_batch(path)
+
+    assert labels["text_id"].to_list() == ["a", "c"]
+    assert counts["rows_without_label_skipped"] == 2
+
+
 def test_queue_csv_keeps_a_filled_in_file(tmp_path):
     queue = pl.DataFrame({"text_id": ["a", "b"], "text": ["one", "two"]})
     path = write_queue_csv(queue, tmp_path / "labelling_queue_v1.csv")

@@ -1,6 +1,8 @@
 """Every SQL block of the README's "Querying with SQL" section runs as written, and the views match their description there."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -56,6 +58,21 @@ def test_readme_query_returns_rows(store_path, tmp_path, monkeypatch, sql):
     assert rows
     for target in re.findall(r"\bTO '([^']+)'", sql):
         assert pl.read_parquet(tmp_path / target).height > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sql", SQL_BLOCKS, ids=[f"block{number}" for number in range(1, len(SQL_BLOCKS) + 1)])
+def test_readme_query_runs_in_installed_duckdb_shell(store_path, tmp_path, sql):
+    shell = Path(sys.executable).parent / "duckdb"
+    assert shell.exists(), f"{shell} is missing; the duckdb-cli package installs it (make install)."
+
+    result = subprocess.run(
+        [str(shell), "-readonly", "-csv", str(store_path), sql], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(result.stdout.strip().splitlines()) > 1 or "TO '" in sql
 
 
 @pytest.mark.slow

@@ -62,6 +62,12 @@ def trained_finetuner(
     withdrawn = prune_withdrawn_label_batches(context, embedding_store)
     label_sets = split_labels(embedding_store.current_labels())
     train = label_sets.train
+    if label_sets.single_text_classes:
+        context.log.warning(
+            f"Left out of training, because each has a single training text: classes "
+            f"{', '.join(repr(label) for label in label_sets.single_text_classes)}. Label at least one more "
+            "text of each to train on them."
+        )
     if train["label"].n_unique() < 2:
         raise ValueError(
             f"trained_finetuner needs training labels of at least two classes; found {train.height} texts "

@@ -27,7 +27,11 @@ def labelled_subset(
     labels, counts = read_label_batch(path)
     embedding_store = store.get_store()
     counts |= embedding_store.replace_label_batch(context.partition_key, labels)
-    variants = case_variants(embedding_store.current_labels()["label"])
+    # Pairs are found among all current labels, but only those involving this batch are reported here.
+    batch_labels = set(labels["label"].to_list())
+    variants = [
+        group for group in case_variants(embedding_store.current_labels()["label"]) if batch_labels.intersection(group)
+    ]
     if variants:
         spelled = "; ".join(" / ".join(repr(label) for label in group) for group in variants)
         context.log.warning(
@@ -41,6 +45,7 @@ def labelled_subset(
     context.log.info(
         f"Stored {counts['labels']} labels from {path} ({counts['train']} train, {counts['test']} held out, "
         f"{counts['duplicate_rows_dropped']} duplicate rows dropped, "
+        f"{counts['rows_without_label_skipped']} rows without a label skipped, "
         f"{counts['label_conflicts_with_other_batches']} texts labelled differently by another batch)"
     )
     return dg.MaterializeResult(

@@ -58,6 +58,13 @@ def evaluation_report(
             "Add a label batch with a split column holding 'test' rows, or more labels."
         )
 
+    unseen = sorted(set(test["label"].to_list()) - set(train["label"].to_list()))
+    if unseen:
+        context.log.warning(
+            f"{test['label'].is_in(unseen).sum()} held-out texts belong to classes with no training text "
+            f"({', '.join(repr(label) for label in unseen)}). No space can predict them, so they lower every "
+            "score alike; label training texts of those classes or drop them from the held-out labels."
+        )
     X_train = embedding_store.base_embeddings(train["content_hash"].to_list(), model)
     X_test = embedding_store.base_embeddings(test["content_hash"].to_list(), model)
     y_train, y_test = train["label"].to_numpy(), test["label"].to_numpy()
@@ -137,6 +144,7 @@ def evaluation_report(
         metadata={
             "finetuner_version": version,
             "finetuner_kind": kind,
+            "held_out_classes_without_training_texts": dg.MetadataValue.json(unseen),
             "recommendation": dg.MetadataValue.md(f"**{recommendation}**"),
             "train_texts": train.height,
             "test_texts": test.height,
