@@ -424,7 +424,8 @@ BAD_LABEL_FILES = [
     ("conflict.csv", "text_id,label\n{a},sport\n{a},tech\n{b},tech\n", "rows 1, 2: text id '{a}' has conflicting labels"),
     ("no label.csv", "text_id,tag\n{a},sport\n", "missing required column\\(s\\) label"),
     ("bad split.csv", "text_id,label,split\n{a},sport,train\n{b},tech,dev\n", "row 2: split must be 'train' or 'test'"),
-    ("empty label.csv", "text_id,label\n{a},sport\n{b},\n", "row\\(s\\) 2: column 'label' is empty"),
+    ("empty label.csv", "text_id,label\n{a},\n{b},\n", "column 'label' is empty in all 2 rows"),
+    ("unlabelled rows aside.csv", "text_id,label\n{a},sport\n{b},\n", "the batch names 1 class\\(es\\) \\('sport'\\)"),
 ]
 
 
