@@ -97,6 +97,10 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Sequence[str]) -> np.ndarray:
         """Encode every text of ``X`` into one row of a float32 array."""
+        if isinstance(X, str):
+            raise ValueError(
+                "SentenceEncoder.transform takes a list of texts, got a single string. Pass [text] to encode one text."
+            )
         texts = [_as_text(value, position) for position, value in enumerate(X)]
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -92,6 +92,7 @@ def read_text_batch(path: Path) -> pl.DataFrame:
     _reject_blank(path, texts, "text")
 
     if "id" in frame.columns:
+        _reject_json_lines_values(path, frame, "id", (str, int, float, bool), "a string or a number")
         ids = _string_column(path, frame, "id")
         _reject_blank(path, ids, "id")
         _reject_duplicates(path, ids, "id")

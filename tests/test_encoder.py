@@ -31,6 +31,11 @@ def test_encoder_rejects_non_strings(sentence_encoder):
         sentence_encoder.transform(["fine", None])
 
 
+def test_encoder_rejects_a_single_string(sentence_encoder):
+    with pytest.raises(ValueError, match="takes a list of texts, got a single string"):
+        sentence_encoder.transform("one text")
+
+
 def test_encoder_chunks_keep_input_order(sentence_encoder):
     texts = ["a much longer sentence about the economy and markets", "short", "medium length text"]
 

@@ -244,13 +244,14 @@ def test_mismatched_lengths_raise(cls, data):
         ("hidden_dim", 0, "hidden_dim of .* must be an integer >= 1, got 0"),
         ("hidden_dim", 2.5, "hidden_dim of .* must be an integer >= 1, got 2.5"),
         ("n_epochs", 0, "n_epochs of .* must be an integer >= 1, got 0"),
-        ("learning_rate", 0.0, r"learning_rate of .* must be a number in \(0.0, inf\], got 0.0"),
+        ("learning_rate", 0.0, r"learning_rate of .* must be a finite number in \(0.0, inf\), got 0.0"),
         ("batch_size", 0, "batch_size of .* must be an integer >= 1, got 0"),
-        ("weight_decay", -0.1, r"weight_decay of .* must be a number in \[0.0, inf\], got -0.1"),
-        ("dropout", 1.0, r"dropout of .* must be a number in \[0.0, 1.0\), got 1.0"),
+        ("weight_decay", -0.1, r"weight_decay of .* must be a finite number in \[0.0, inf\), got -0.1"),
+        ("dropout", 1.0, r"dropout of .* must be a finite number in \[0.0, 1.0\), got 1.0"),
         ("early_stopping", "yes", "early_stopping of .* must be True or False, got 'yes'"),
-        ("validation_fraction", 0.9, r"validation_fraction of .* must be a number in \(0.0, 0.5\], got 0.9"),
+        ("validation_fraction", 0.9, r"validation_fraction of .* must be a finite number in \(0.0, 0.5\], got 0.9"),
         ("n_iter_no_change", 0, "n_iter_no_change of .* must be an integer >= 1, got 0"),
+        ("learning_rate", float("inf"), r"learning_rate of .* must be a finite number in \(0.0, inf\), got inf"),
     ],
 )
 def test_invalid_parameter_raises(cls, data, name, value, message):
@@ -274,7 +275,7 @@ def test_invalid_contrastive_parameter_raises(data, params, message):
 
 def test_invalid_similarity_weight_raises(data):
     X, y = data
-    message = r"similarity_weight of FeedForwardFinetuner must be a number in \[0.0, inf\], got -1.0"
+    message = r"similarity_weight of FeedForwardFinetuner must be a finite number in \[0.0, inf\), got -1.0"
     with pytest.raises(ValueError, match=message):
         small(FeedForwardFinetuner, similarity_weight=-1.0).fit(X, y)
 
@@ -515,3 +516,11 @@ def test_docstring_examples_run(module_name):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("cls", FINETUNERS)
+def test_finetuner_given_texts_says_to_encode_them(cls):
+    texts = [["a sentence about football"], ["a sentence about budgets"]] * 4
+
+    with pytest.raises(ValueError, match=f"{cls.__name__} takes embeddings, but X contains text"):
+        cls(n_epochs=1).fit(texts, ["sport", "politics"] * 4)

@@ -65,6 +65,7 @@ def test_text_batch_keeps_quoted_line_breaks_in_one_row(tmp_path):
         ("mixed.jsonl", '{"text": "fine"}\n\n{"text": 5}\n', "row 2 \\(line 3\\): 'text' is the JSON number 5, expected a string"),
         ("object.jsonl", '{"text": "fine"}\n{"text": {"a": 1}}\n', "row 2 \\(line 2\\): 'text' is the JSON object"),
         ("array.jsonl", '{"text": ["a", "b"]}\n{"text": "fine"}\n', "row 1 \\(line 1\\): 'text' is the JSON array"),
+        ("object_id.jsonl", '{"id": "a", "text": "x"}\n{"id": {"k": 1}, "text": "y"}\n', "row 2 \\(line 2\\): 'id' is the JSON object"),
         ("flag.ndjson", '{"text": "fine"}\n{"text": true}\n', "row 2 \\(line 2\\): 'text' is the JSON boolean true"),
     ],
 )

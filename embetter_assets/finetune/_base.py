@@ -86,7 +86,7 @@ class BaseFinetuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             The fitted finetuner.
         """
         self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=False)
+        X, y = _validate_embeddings(self, X, y, y_numeric=False)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         codes = encoder.transform(y)
@@ -149,7 +149,7 @@ class BaseFinetuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 f"{_label_list(self.classes_)}. Call fit to start over with new classes."
             )
 
-        X, y = validate_data(self, X, y, dtype=np.float32, reset=first_call, y_numeric=False)
+        X, y = _validate_embeddings(self, X, y, reset=first_call, y_numeric=False)
         check_classification_targets(y)
         if first_call and classes is None:
             classes = np.unique(y)
@@ -189,7 +189,7 @@ class BaseFinetuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             The finetuned embeddings.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X = _validate_embeddings(self, X, reset=False)
         self.network_.eval()
         with torch.no_grad(), _single_torch_thread():
             embedded = self.network_.embed(torch.from_numpy(np.ascontiguousarray(X)))
@@ -443,6 +443,20 @@ def _check_integer(estimator, name, *, minimum):
         )
 
 
+def _validate_embeddings(estimator, X, y="no_validation", **options):
+    """Validate ``X`` (and ``y``) as scikit-learn does, naming the usual mistake of passing texts."""
+    try:
+        return validate_data(estimator, X, y, dtype=np.float32, **options)
+    except ValueError as error:
+        if "could not convert string to float" not in str(error):
+            raise
+        raise ValueError(
+            f"{type(estimator).__name__} takes embeddings, but X contains text. Encode the texts first, for "
+            "example with SentenceEncoder().transform(texts), or put the encoder before the finetuner in a "
+            "pipeline."
+        ) from None
+
+
 def _check_real(estimator, name, *, minimum, maximum=None, include_minimum=True, include_maximum=True):
     value = getattr(estimator, name)
     valid = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
@@ -452,8 +466,10 @@ def _check_real(estimator, name, *, minimum, maximum=None, include_minimum=True,
         valid = value <= maximum if include_maximum else value < maximum
     if not valid:
         low = "[" if include_minimum else "("
-        high = "]" if include_maximum else ")"
-        upper = "inf" if maximum is None else maximum
+        if maximum is None:
+            interval = f"{low}{minimum}, inf)"
+        else:
+            interval = f"{low}{minimum}, {maximum}{']' if include_maximum else ')'}"
         raise ValueError(
-            f"{name} of {type(estimator).__name__} must be a number in {low}{minimum}, {upper}{high}, got {value!r}."
+            f"{name} of {type(estimator).__name__} must be a finite number in {interval}, got {value!r}."
         )
