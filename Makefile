@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test dev sql benchmark-finetune benchmark-query benchmark-incremental clean
+.PHONY: install run build test dev sql benchmark-finetune benchmark-query benchmark-incremental clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(BIN)/python -m embetter_assets.demo
+
+# Every asset for the batch files you put in data/texts and data/labels, without the daemon.
+build: install
+	$(BIN)/embetter-assets build
 
 test: install
 	$(BIN)/python -m pytest

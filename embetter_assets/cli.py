@@ -1,9 +1,12 @@
-"""The ``embetter-assets`` command: query the store from a terminal.
+"""The ``embetter-assets`` command: build and query the store from a terminal.
 
-``embetter-assets similar "some text" -k 10 --space finetuned`` embeds the text with the
-store's encoder (and, for the finetuned space, the newest finetuner), runs a top-k cosine
-search in DuckDB and prints one row per neighbour: text id, score, label and the start of
-the text. Problems with the store are reported as one line on stderr with exit status 2.
+``embetter-assets build`` materializes every asset for every batch file in the data folder's
+``texts/`` and ``labels/``, as ``make run`` does for the demo, and prints a summary. Files and
+steps already up to date cost little. ``embetter-assets similar "some text" -k 10 --space
+finetuned`` embeds the text with the store's encoder (and, for the finetuned space, the newest
+finetuner), runs a top-k cosine search in DuckDB and prints one row per neighbour: text id,
+score, label and the start of the text. Bad input and problems with the store are reported as
+one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -38,8 +41,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embetter-assets", description="Query the embetter-assets DuckDB store.")
+    parser = argparse.ArgumentParser(prog="embetter-assets", description="Build and query the embetter-assets DuckDB store.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    build = commands.add_parser(
+        "build",
+        help="materialize every asset for the batch files in the data folder",
+        description=(
+            "Register every file in DATA_DIR/texts and DATA_DIR/labels as a partition and materialize "
+            "every asset for them, in dependency order, without the Dagster daemon. Runs are recorded "
+            "in DAGSTER_HOME (default: DATA_DIR/dagster_home), so the UI shows them."
+        ),
+    )
+    build.add_argument("--data-dir", type=Path, default=None, help="data folder (default: EMBETTER_DATA_DIR or data)")
+    build.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"], help="lowest level of Dagster's log (default: INFO)"
+    )
+    build.set_defaults(command=_build)
 
     similar = commands.add_parser(
         "similar",
@@ -75,6 +93,35 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _build(args: argparse.Namespace) -> int:
+    from embetter_assets.defs.refresh import default_resources, materialize_everything, persistent_instance
+    from embetter_assets.defs.resources import default_data_dir
+    from embetter_assets.defs.sensors import list_batch_files
+    from embetter_assets.summary import closing_summary, finetuner_reused
+
+    data_dir = args.data_dir or default_data_dir()
+    keys = {}
+    for folder in ("texts", "labels"):
+        files, skipped = list_batch_files(Path(data_dir) / folder, min_age_seconds=0)
+        for name, reason in skipped:
+            print(f"Skipping {Path(data_dir) / folder / name}: {reason}.", file=sys.stderr)
+        keys[folder] = [batch_file.key for batch_file in files]
+    for folder, kind in (("texts", "text file (a text column, optionally id)"), ("labels", "label file (text_id, label, optionally split)")):
+        if not keys[folder]:
+            raise ValueError(f"No {kind} in {Path(data_dir) / folder}. Add a CSV, Parquet or JSON Lines file there.")
+
+    results = materialize_everything(
+        persistent_instance(data_dir),
+        text_keys=keys["texts"],
+        label_keys=keys["labels"],
+        data_dir=data_dir,
+        log_level=args.log_level,
+    )
+    store = default_resources(data_dir)["store"].get_store()
+    print(closing_summary(store, data_dir, reused=finetuner_reused(results)))
+    return 0
 
 
 def _similar(args: argparse.Namespace) -> int:

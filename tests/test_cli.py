@@ -179,3 +179,55 @@ def test_console_script_is_installed(tmp_path):
 
     assert result.returncode == 2
     assert result.stderr.startswith("embetter-assets: error: Store")
+
+
+# ----------------------------------------------------------------- build
+
+
+@pytest.mark.slow
+def test_build_materializes_batch_files_then_reuses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("EMBETTER_DUCKDB_PATH", raising=False)
+    data_dir = tmp_path / "data"
+    write_bbc_slice(data_dir, per_topic=6, n_train=15, n_test=10)
+    (data_dir / "texts" / ".notes.csv").write_text("text\nignored\n")
+
+    first_status = main(["build", "--data-dir", str(data_dir)])
+    first = capsys.readouterr()
+    second_status = main(["build", "--data-dir", str(data_dir)])
+    second = capsys.readouterr()
+
+    assert first_status == 0
+    assert "Finetuner version 1 (feedforward), trained on" in first.out
+    assert "Skipping" in first.err
+    assert ".notes.csv: hidden file" in first.err
+    assert second_status == 0
+    assert "reused: labels and settings unchanged" in second.out
+    assert EmbeddingStore(data_dir / "embetter.duckdb").query("SELECT count(*) AS n FROM finetuners")["n"][0] == 1
+
+
+def test_build_without_label_files_names_the_folder(tmp_path, capsys):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "t.csv").write_text("text\nhello\n")
+
+    status = main(["build", "--data-dir", str(tmp_path)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"No label file (text_id, label, optionally split) in {tmp_path / 'labels'}" in error
+
+
+@pytest.mark.slow
+def test_build_reports_bad_label_file_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("EMBETTER_DUCKDB_PATH", raising=False)
+    data_dir = tmp_path / "data"
+    write_bbc_slice(data_dir, per_topic=4, n_train=10, n_test=5)
+    (data_dir / "labels" / "bad.csv").write_text("text_id,label,split\nbbc-sport-001,sport,maybe\n")
+
+    status = main(["build", "--data-dir", str(data_dir), "--log-level", "WARNING"])
+
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embetter-assets: error:")]
+    assert status == 2
+    assert len(error_lines) == 1
+    assert "bad.csv, row 1: split must be 'train' or 'test', got 'maybe'" in error_lines[0]

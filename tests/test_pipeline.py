@@ -4,7 +4,8 @@ import dagster as dg
 import pytest
 
 from embetter_assets.defs.refresh import default_resources, materialize_everything
-from embetter_assets.demo import LABEL_FILE, TEXT_FILE, closing_summary, prepare_demo_data
+from embetter_assets.demo import LABEL_FILE, TEXT_FILE, prepare_demo_data
+from embetter_assets.summary import closing_summary
 from embetter_assets.store import EmbeddingStore
 
 PER_TOPIC = 20

@@ -119,8 +119,13 @@ class BatchFile:
     mtime_ns: int
 
 
-def list_batch_files(folder: Path, *, now: float | None = None) -> tuple[list[BatchFile], list[tuple[str, str]]]:
-    """List the files of ``folder`` that can be loaded now, and the others with the reason why not."""
+def list_batch_files(
+    folder: Path, *, now: float | None = None, min_age_seconds: float = MIN_FILE_AGE_SECONDS
+) -> tuple[list[BatchFile], list[tuple[str, str]]]:
+    """List the files of ``folder`` that can be loaded now, and the others with the reason why not.
+
+    A file modified less than ``min_age_seconds`` ago may still be being written, so it waits.
+    """
     now = time.time() if now is None else now
     files: list[BatchFile] = []
     skipped: list[tuple[str, str]] = []
@@ -146,8 +151,8 @@ def list_batch_files(folder: Path, *, now: float | None = None) -> tuple[list[Ba
             skipped.append((name, f"cannot be read ({error.strerror}); retrying on the next tick"))
             continue
         age = now - stat.st_mtime
-        if age < MIN_FILE_AGE_SECONDS:
-            skipped.append((name, f"{_STILL_WRITTEN} {max(age, 0):.1f} s ago; waiting until it is {MIN_FILE_AGE_SECONDS:.0f} s old"))
+        if age < min_age_seconds:
+            skipped.append((name, f"{_STILL_WRITTEN} {max(age, 0):.1f} s ago; waiting until it is {min_age_seconds:.0f} s old"))
             continue
         files.append(BatchFile(path, key, stat.st_size, stat.st_mtime_ns))
     return files, skipped
