@@ -106,7 +106,8 @@ def _build(args: argparse.Namespace) -> int:
     for folder in ("texts", "labels"):
         files, skipped = list_batch_files(Path(data_dir) / folder, min_age_seconds=0)
         for name, reason in skipped:
-            print(f"Skipping {Path(data_dir) / folder / name}: {reason}.", file=sys.stderr)
+            if not name.startswith("."):
+                print(f"Skipping {Path(data_dir) / folder / name}: {reason}.", file=sys.stderr)
         keys[folder] = [batch_file.key for batch_file in files]
     for folder, kind in (("texts", "text file (a text column, optionally id)"), ("labels", "label file (text_id, label, optionally split)")):
         if not keys[folder]:

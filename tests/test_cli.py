@@ -191,6 +191,7 @@ def test_build_materializes_batch_files_then_reuses(tmp_path, monkeypatch, capsy
     data_dir = tmp_path / "data"
     write_bbc_slice(data_dir, per_topic=6, n_train=15, n_test=10)
     (data_dir / "texts" / ".notes.csv").write_text("text\nignored\n")
+    (data_dir / "texts" / "notes.txt").write_text("ignored\n")
 
     first_status = main(["build", "--data-dir", str(data_dir)])
     first = capsys.readouterr()
@@ -199,8 +200,8 @@ def test_build_materializes_batch_files_then_reuses(tmp_path, monkeypatch, capsy
 
     assert first_status == 0
     assert "Finetuner version 1 (feedforward), trained on" in first.out
-    assert "Skipping" in first.err
-    assert ".notes.csv: hidden file" in first.err
+    assert f"Skipping {data_dir / 'texts' / 'notes.txt'}: unsupported file type" in first.err
+    assert ".notes.csv" not in first.err
     assert second_status == 0
     assert "reused: labels and settings unchanged" in second.out
     assert EmbeddingStore(data_dir / "embetter.duckdb").query("SELECT count(*) AS n FROM finetuners")["n"][0] == 1
