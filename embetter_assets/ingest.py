@@ -88,11 +88,11 @@ def read_text_batch(path: Path) -> pl.DataFrame:
     path = Path(path)
     frame = read_table(path)
     _require_columns(path, frame, ["text"])
+    _reject_json_lines_values(path, frame, {"text": _TEXT, "id": _ID_OR_LABEL})
     texts = _text_column(path, frame)
     _reject_blank(path, texts, "text")
 
     if "id" in frame.columns:
-        _reject_json_lines_values(path, frame, "id", (str, int, float, bool), "a string or a number")
         ids = _string_column(path, frame, "id")
         _reject_blank(path, ids, "id")
         _reject_duplicates(path, ids, "id")
@@ -125,8 +125,7 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
     frame = read_table(path)
     id_column = "text_id" if "text_id" in frame.columns else "id"
     _require_columns(path, frame, [id_column, "label"])
-    for column in (id_column, "label"):
-        _reject_json_lines_values(path, frame, column, (str, int, float, bool), "a string or a number")
+    _reject_json_lines_values(path, frame, {id_column: _ID_OR_LABEL, "label": _ID_OR_LABEL})
 
     all_labels = _string_column(path, frame, "label")
     labelled = ~_is_blank(all_labels)
@@ -200,8 +199,8 @@ def _text_column(path: Path, frame: pl.DataFrame) -> pl.Series:
     """Return the ``text`` column, rejecting numbers or booleans where texts belong.
 
     An id or a label may be a number, but a text column of numbers means the file contains
-    something else. polars turns a JSON Lines column that mixes strings with numbers, objects
-    or arrays into strings, so those files are checked line by line.
+    something else. A JSON Lines column mixing strings with other types, which polars turns
+    into strings, is checked line by line before (``_reject_json_lines_values``).
     """
     series = frame["text"]
     if series.dtype.is_numeric() or series.dtype == pl.Boolean:
@@ -209,21 +208,28 @@ def _text_column(path: Path, frame: pl.DataFrame) -> pl.Series:
             f"{path}: column 'text' contains {series.dtype} values, expected strings. Put the texts "
             "themselves in the 'text' column."
         )
-    _reject_json_lines_values(path, frame, "text", (str,), "a string")
     return _string_column(path, frame, "text")
 
 
 _JSON_TYPE_NAMES = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}
 
 
-def _reject_json_lines_values(path: Path, frame: pl.DataFrame, column: str, allowed: tuple, expected: str) -> None:
-    """Raise for the first JSON Lines row whose ``column`` contains a JSON type outside ``allowed``.
+_TEXT = ((str,), "a string")
+_ID_OR_LABEL = ((str, int, float, bool), "a string or a number")
 
-    Only a column polars read as strings is checked, because a column of a single other
-    type is already visible in its dtype. Null and missing values pass: the blank checks
-    name those.
+
+def _reject_json_lines_values(path: Path, frame: pl.DataFrame, rules: dict[str, tuple[tuple, str]]) -> None:
+    """Raise for the first JSON Lines row where a column of ``rules`` contains a JSON type it does not allow.
+
+    ``rules`` maps a column to the Python types it allows and their description for the
+    message. One pass over the file checks every column. Only columns polars read as strings
+    are checked, because a column of a single other type is already visible in its dtype.
+    Null and missing values pass: the blank checks name those.
     """
-    if path.suffix.lower() not in (".jsonl", ".ndjson") or frame[column].dtype != pl.String:
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return
+    rules = {column: rule for column, rule in rules.items() if column in frame.columns and frame[column].dtype == pl.String}
+    if not rules:
         return
     row = 0
     with path.open(encoding="utf-8") as handle:
@@ -231,13 +237,16 @@ def _reject_json_lines_values(path: Path, frame: pl.DataFrame, column: str, allo
             if not line.strip():
                 continue
             row += 1
-            value = json.loads(line).get(column)
-            if value is None or _json_value_allowed(value, allowed):
-                continue
-            raise InvalidBatchError(
-                f"{path}, row {row} (line {line_number}): {column!r} is the JSON {_JSON_TYPE_NAMES[type(value)]} "
-                f"{json.dumps(value)[:60]}, expected {expected}. Quote it if it is meant as text."
-            )
+            record = json.loads(line)
+            for column, (allowed, expected) in rules.items():
+                value = record.get(column)
+                if value is None or _json_value_allowed(value, allowed):
+                    continue
+                raise InvalidBatchError(
+                    f"{path}, row {row} (line {line_number}): {column!r} is the JSON "
+                    f"{_JSON_TYPE_NAMES[type(value)]} {json.dumps(value)[:60]}, expected {expected}. Quote it if "
+                    "it is meant as text."
+                )
 
 
 def _json_lines_problem(path: Path) -> str | None:
