@@ -60,7 +60,8 @@ def trained_finetuner(
 ) -> dg.MaterializeResult:
     embedding_store = store.get_store()
     withdrawn = prune_withdrawn_label_batches(context, embedding_store)
-    label_sets = split_labels(embedding_store.current_labels())
+    current_labels = embedding_store.current_labels()
+    label_sets = split_labels(current_labels)
     train = label_sets.train
     if label_sets.single_text_classes:
         context.log.warning(
@@ -76,7 +77,7 @@ def trained_finetuner(
 
     finetuner = config.build()
     params = finetuner.get_params()
-    label_batches = sorted(embedding_store.current_labels()["batch"].unique().to_list())
+    label_batches = sorted(current_labels["batch"].unique().to_list())
     fingerprint = training_fingerprint(train, config.kind, params, encoder.model)
     metadata = {
         "kind": config.kind,
