@@ -184,12 +184,19 @@ def test_console_script_is_installed(tmp_path):
 # ----------------------------------------------------------------- build
 
 
-@pytest.mark.slow
-def test_build_materializes_batch_files_then_reuses(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def build_data_dir(tmp_path, monkeypatch):
+    """A data folder holding a small BBC slice, with the Dagster home and the store inside tmp_path."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("EMBETTER_DUCKDB_PATH", raising=False)
     data_dir = tmp_path / "data"
-    write_bbc_slice(data_dir, per_topic=6, n_train=15, n_test=10)
+    write_bbc_slice(data_dir, per_topic=5, n_train=12, n_test=8)
+    return data_dir
+
+
+@pytest.mark.slow
+def test_build_materializes_batch_files_then_reuses(build_data_dir, capsys):
+    data_dir = build_data_dir
     (data_dir / "texts" / ".notes.csv").write_text("text\nignored\n")
     (data_dir / "texts" / "notes.txt").write_text("ignored\n")
 
@@ -219,11 +226,8 @@ def test_build_without_label_files_names_the_folder(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_build_reports_bad_label_file_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("EMBETTER_DUCKDB_PATH", raising=False)
-    data_dir = tmp_path / "data"
-    write_bbc_slice(data_dir, per_topic=4, n_train=10, n_test=5)
+def test_build_reports_bad_label_file_in_one_line(build_data_dir, capsys):
+    data_dir = build_data_dir
     (data_dir / "labels" / "bad.csv").write_text("text_id,label,split\nbbc-sport-001,sport,maybe\n")
 
     status = main(["build", "--data-dir", str(data_dir), "--log-level", "WARNING"])
