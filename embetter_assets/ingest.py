@@ -117,7 +117,7 @@ def read_label_batch(path: Path, *, test_fraction: float = DEFAULT_TEST_FRACTION
     be loaded as it is. A file with no label at all is rejected. Exact duplicate rows collapse
     into one and are counted. The same text id with two different labels in one file is
     rejected, because neither can be trusted. A batch that names fewer than two classes is
-    rejected, because one class alone can neither train nor evaluate a finetuner; a batch of
+    rejected, because one class alone can neither train nor evaluate a finetuner. A batch of
     held-out rows only is fine. Without a ``split`` column, a deterministic ``test_fraction``
     of the texts (chosen by a hash of the text id) is held out.
     """

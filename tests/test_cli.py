@@ -87,7 +87,7 @@ def test_similar_reports_missing_store_in_one_line(tmp_path, capsys):
     assert "make run" in error
 
 
-def test_similar_reports_folder_given_as_store(tmp_path, capsys):
+def test_similar_rejects_folder_as_store(tmp_path, capsys):
     status = main(["similar", "anything", "--db", str(tmp_path)])
 
     error = capsys.readouterr().err
@@ -109,7 +109,7 @@ def test_similar_reports_store_without_finetuner(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["labels.csv", "texts.parquet", "notes.duckdb"])
-def test_similar_reports_file_that_is_not_duckdb(tmp_path, capsys, name):
+def test_similar_rejects_non_duckdb_file(tmp_path, capsys, name):
     path = tmp_path / name
     path.write_text("text_id,label\na,x\n")
 
@@ -121,7 +121,7 @@ def test_similar_reports_file_that_is_not_duckdb(tmp_path, capsys, name):
 
 
 @pytest.mark.slow
-def test_similar_counts_texts_it_could_not_search(tmp_path, capsys):
+def test_similar_counts_unsearched_texts(tmp_path, capsys):
     from embetter_assets.encoder import DEFAULT_MODEL
 
     store = EmbeddingStore(tmp_path / "store.duckdb")
@@ -186,7 +186,7 @@ def test_console_script_is_installed(tmp_path):
 
 @pytest.fixture
 def build_data_dir(tmp_path, monkeypatch):
-    """A data folder holding a small BBC slice, with the Dagster home and the store inside tmp_path."""
+    """A data folder containing a small BBC slice, with the Dagster home and the store inside tmp_path."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("EMBETTER_DUCKDB_PATH", raising=False)
     data_dir = tmp_path / "data"

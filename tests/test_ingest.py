@@ -105,7 +105,7 @@ def test_label_batch_rejects_bad_files(tmp_path, content, message):
         read_label_batch(_write(tmp_path / "l.csv", content))
 
 
-def test_label_batch_skips_rows_without_label_and_counts_them(tmp_path):
+def test_label_batch_skips_unlabelled_rows(tmp_path):
     path = _write(tmp_path / "queue.csv", "text_id,label,margin\na,x,0.1\nb,,0.2\nc,y,0.3\nd,   ,0.4\n")
 
     labels, counts = read_label_batch(path)
