@@ -14,6 +14,7 @@ import polars as pl
 
 from embetter_assets.defs.refresh import default_resources
 from embetter_assets.demo import load_bbc_news
+from embetter_assets.ingest import content_hash
 
 TEXT_FILE = "bbc_slice.csv"
 LABEL_FILE = "bbc_slice_labels.csv"
@@ -77,3 +78,16 @@ def materialize_slice(data_dir: Path, instance: dg.DagsterInstance, *, queue_con
             run_config={"ops": ops} if ops else None,
         )
     return resources
+
+
+def text_rows(batch: str, ids: list[str], texts: list[str]) -> pl.DataFrame:
+    """Return the rows ``EmbeddingStore.replace_text_batch`` expects for ``texts`` under ``ids``."""
+    return pl.DataFrame(
+        {
+            "text_id": ids,
+            "row_number": pl.Series(range(1, len(texts) + 1), dtype=pl.Int32),
+            "content_hash": [content_hash(text) for text in texts],
+            "text": texts,
+            "source_file": [batch] * len(texts),
+        }
+    )

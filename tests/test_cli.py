@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from bbc_slice import materialize_slice, write_bbc_slice
+from bbc_slice import materialize_slice, text_rows, write_bbc_slice
 
 from embetter_assets.cli import format_neighbours, main
 from embetter_assets.ingest import content_hash
@@ -126,18 +126,7 @@ def test_similar_counts_unsearched_texts(tmp_path, capsys):
 
     store = EmbeddingStore(tmp_path / "store.duckdb")
     texts = ["The striker scored twice", "Parliament passed the budget"]
-    store.replace_text_batch(
-        "t.csv",
-        pl.DataFrame(
-            {
-                "text_id": ["a", "b"],
-                "row_number": pl.Series([1, 2], dtype=pl.Int32),
-                "content_hash": [content_hash(text) for text in texts],
-                "text": texts,
-                "source_file": ["t.csv"] * 2,
-            }
-        ),
-    )
+    store.replace_text_batch("t.csv", text_rows("t.csv", ["a", "b"], texts))
     store.add_base_embeddings(DEFAULT_MODEL, [content_hash(texts[0])], np.ones((1, 384), dtype=np.float32))
 
     status = main(["similar", "football", "--space", "base", "--db", str(store.path)])

@@ -10,9 +10,8 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from bbc_slice import materialize_slice, write_bbc_slice
+from bbc_slice import materialize_slice, text_rows, write_bbc_slice
 
-from embetter_assets.ingest import content_hash
 from embetter_assets.store import EmbeddingStore, StoreError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -109,18 +108,7 @@ def test_readme_export_holds_one_row_per_text(store_path, tmp_path, monkeypatch)
 def _store_with_texts(tmp_path) -> EmbeddingStore:
     store = EmbeddingStore(tmp_path / "store.duckdb")
     texts = ["first text", "second text"]
-    store.replace_text_batch(
-        "a.csv",
-        pl.DataFrame(
-            {
-                "text_id": ["t1", "t2"],
-                "row_number": pl.Series([1, 2], dtype=pl.Int32),
-                "content_hash": [content_hash(text) for text in texts],
-                "text": texts,
-                "source_file": ["a.csv", "a.csv"],
-            }
-        ),
-    )
+    store.replace_text_batch("a.csv", text_rows("a.csv", ["t1", "t2"], texts))
     return store
 
 
